@@ -1,0 +1,253 @@
+"""The websocket of one conversation page: a viewer of its generations and a way to command them.
+
+`receive()` validates, saves and starts a generation, then returns (DESIGN rule 1). Frames
+sent to the browser are HTML fragments that htmx swaps in by id (hx-swap-oob).
+
+Whenever this page shows a reply that is still streaming, it asks the generation (in whatever
+process runs it) for a snapshot and holds live deltas until it arrives; it then sends the
+snapshot and only the deltas after it, so the text has no gap and no duplicate.
+"""
+
+import asyncio
+import json
+import logging
+import uuid
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.template.loader import render_to_string
+from django.utils.html import escape
+
+from .generation import Generation
+from .models import Busy, Conversation, Message, context_start_of
+
+log = logging.getLogger(__name__)
+
+PAGE = "conversations/conversation.html"
+# How often a page waiting for a snapshot checks whether the generation's process died.
+SYNC_CHECK_SECONDS = 3.0
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        self.conversation = None
+        self.syncing: dict[int, list[dict]] = {}  # message id -> deltas held until its snapshot
+        self.last_seq: dict[int, int] = {}
+        self.watchdogs: set[asyncio.Task] = set()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        try:
+            code = uuid.UUID(self.scope["url_route"]["kwargs"]["code"])
+            conversation = await Conversation.objects.for_user(user).aget(code=code)
+        except (ValueError, Conversation.DoesNotExist):
+            await self.close(code=4404)
+            return
+        self.conversation = conversation
+        # Joining the group is the authorization: it happens only after the ownership check.
+        await self.channel_layer.group_add(conversation.group_name, self.channel_name)
+        await self.accept()
+        await self.conversation.messages.stale().amark_interrupted()
+        streaming = await self.conversation.messages.filter(status=Message.Status.STREAMING).afirst()
+        if streaming is not None:
+            await self._follow(streaming.pk)
+        await self.send(text_data=self._composer(busy=streaming is not None))
+
+    async def disconnect(self, code):
+        for task in self.watchdogs:
+            task.cancel()
+        if self.conversation is not None:
+            await self.channel_layer.group_discard(self.conversation.group_name, self.channel_name)
+
+    # -- commands from the browser --------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None):
+        try:
+            data = json.loads(text_data or "")
+            if not isinstance(data, dict):
+                raise ValueError
+        except ValueError:
+            await self._send_error("That message could not be read. Reload the page and try again.")
+            return
+        action = data.get("action") or "send"
+        if action == "send":
+            await self._send_message(data.get("message"))
+        elif action == "edit":
+            await self._send_message(data.get("message"), replacing_id=data.get("message_id"))
+        elif action in ("regenerate", "retry"):
+            await self._regenerate(data.get("message_id"))
+        elif action == "switch":
+            await self._switch(data.get("message_id"))
+        elif action == "stop":
+            await self.channel_layer.group_send(self.conversation.control_group_name, {"type": "generation.stop"})
+        elif action == "sync":
+            await self._send_transcript()
+        else:
+            await self._send_error("Unknown action.")
+
+    async def _get_message(self, message_id, role=None) -> Message | None:
+        messages = self.conversation.messages.filter(role=role) if role else self.conversation.messages
+        try:
+            return await messages.aget(pk=int(message_id))
+        except (TypeError, ValueError, Message.DoesNotExist):
+            await self._send_error("That message is not in this conversation.")
+            return None
+
+    async def _send_message(self, text, replacing_id=None):
+        if not isinstance(text, str) or not text.strip():
+            await self._send_error("Type a message first.")
+            return
+        if len(text) > settings.MAX_MESSAGE_CHARS:
+            await self._send_error(
+                f"Your message is {len(text):,} characters long; the limit is {settings.MAX_MESSAGE_CHARS:,}. "
+                "Nothing was sent, and your text is still in the box."
+            )
+            return
+        replacing = None
+        if replacing_id is not None and (replacing := await self._get_message(replacing_id, "user")) is None:
+            return
+        had_title = bool(self.conversation.title)
+        try:
+            user_message, reply = await database_sync_to_async(self.conversation.add_exchange)(
+                text.strip(), self.conversation.model, replacing=replacing
+            )
+        except Busy:
+            await self._send_error("A reply is still being written. Wait for it, or stop it, before sending.")
+            return
+        generation = Generation(self.conversation, reply)
+        await generation.open()
+        if replacing is None:
+            event = {"type": "chat.added", "message_ids": [user_message.pk, reply.pk], "titled": not had_title}
+        else:
+            event = {"type": "chat.transcript"}
+        await self.channel_layer.group_send(self.conversation.group_name, event)
+        generation.start()
+        if replacing is None:
+            # Only the tab that sent it has its box emptied, and only once the message is saved.
+            await self.send(text_data=render_to_string(f"{PAGE}#composer_input", {"oob": True}))
+
+    async def _regenerate(self, message_id):
+        reply = await self._get_message(message_id, "assistant")
+        if reply is None:
+            return
+        try:
+            new = await database_sync_to_async(self.conversation.regenerate)(reply)
+        except Busy:
+            await self._send_error("A reply is still being written. Wait for it, or stop it, first.")
+            return
+        generation = Generation(self.conversation, new)
+        await generation.open()
+        await self.channel_layer.group_send(self.conversation.group_name, {"type": "chat.transcript"})
+        generation.start()
+
+    async def _switch(self, message_id):
+        message = await self._get_message(message_id)
+        if message is None:
+            return
+        await database_sync_to_async(self.conversation.switch_to)(message.pk)
+        await self.channel_layer.group_send(self.conversation.group_name, {"type": "chat.transcript"})
+
+    # -- events from the group ----------------------------------------------------------------
+
+    async def chat_added(self, event):
+        messages = [m async for m in self.conversation.messages.filter(pk__in=event["message_ids"]).order_by("pk")]
+        html = render_to_string(f"{PAGE}#added", {"messages": messages})
+        if event.get("titled"):
+            html += await database_sync_to_async(self._title_and_sidebar)()
+        await self.send(text_data=html + self._composer(busy=True))
+        for message in messages:
+            if message.is_streaming:
+                await self._follow(message.pk)
+
+    async def chat_transcript(self, event):
+        await self._send_transcript()
+
+    async def generation_delta(self, event):
+        message_id = event["message_id"]
+        if message_id in self.syncing:
+            self.syncing[message_id].append(event)
+            return
+        if event["seq"] <= self.last_seq.get(message_id, 0):
+            return  # already part of the snapshot this page was given
+        self.last_seq[message_id] = event["seq"]
+        await self.send(text_data=self._delta_frame(message_id, event["text"]))
+
+    async def generation_snapshot(self, event):
+        message_id = event["message_id"]
+        if message_id not in self.syncing:
+            return
+        held = self.syncing.pop(message_id)
+        self.last_seq[message_id] = event["seq"]
+        frames = [f'<div id="msg-{message_id}-text" hx-swap-oob="innerHTML">{escape(event["content"])}</div>']
+        for delta in held:
+            if delta["seq"] > event["seq"]:
+                self.last_seq[message_id] = delta["seq"]
+                frames.append(self._delta_frame(message_id, delta["text"]))
+        await self.send(text_data="".join(frames))
+
+    async def generation_context(self, event):
+        context = {"start_id": event["context_start_id"], "oob": True}
+        await self.send(text_data=render_to_string(f"{PAGE}#context_marker", context))
+
+    async def generation_finished(self, event):
+        message_id = event["message_id"]
+        self.syncing.pop(message_id, None)
+        self.last_seq.pop(message_id, None)
+        branch = await database_sync_to_async(self.conversation.branch)()
+        message = next((m for m in branch if m.pk == message_id), None)
+        html = render_to_string(f"{PAGE}#message", {"message": message, "oob": True}) if message else ""
+        await self.send(text_data=html + self._composer(busy=False))
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    async def _follow(self, message_id: int):
+        """Ask the generation of a streaming reply for a snapshot; hold its deltas until then."""
+        self.syncing[message_id] = []
+        await self.channel_layer.group_send(
+            self.conversation.control_group_name, {"type": "generation.sync", "reply_to": self.channel_name}
+        )
+        task = asyncio.create_task(self._watch(message_id))
+        self.watchdogs.add(task)
+        task.add_done_callback(self.watchdogs.discard)
+
+    async def _watch(self, message_id: int):
+        """If no live generation answers, wait until its heartbeat is stale and show it interrupted."""
+        while message_id in self.syncing:
+            await asyncio.sleep(SYNC_CHECK_SECONDS)
+            if message_id not in self.syncing:
+                return
+            if await self.conversation.messages.filter(pk=message_id).stale().amark_interrupted():
+                await self.generation_finished({"message_id": message_id})
+
+    async def _send_transcript(self):
+        """Re-render the shown branch from the database (after a reconnect or a branch change)."""
+        await self.conversation.arefresh_from_db()
+        branch = await database_sync_to_async(self.conversation.branch)()
+        streaming = [m.pk for m in branch if m.is_streaming]
+        context = {"branch": branch, "context_start_id": context_start_of(branch), "oob": True}
+        html = render_to_string(f"{PAGE}#transcript", context)
+        await self.send(text_data=html + self._composer(busy=bool(streaming)))
+        for message_id in streaming:
+            await self._follow(message_id)
+
+    def _title_and_sidebar(self) -> str:
+        self.conversation.refresh_from_db(fields=["title"])
+        context = {
+            "conversation": self.conversation,
+            "sidebar": Conversation.objects.for_user(self.scope["user"]).sidebar(),
+            "oob": True,
+        }
+        return render_to_string(f"{PAGE}#title", context) + render_to_string(f"{PAGE}#sidebar", context)
+
+    @staticmethod
+    def _delta_frame(message_id: int, text: str) -> str:
+        return f'<div id="msg-{message_id}-text" hx-swap-oob="beforeend">{escape(text)}</div>'
+
+    @staticmethod
+    def _composer(busy: bool) -> str:
+        return render_to_string(f"{PAGE}#composer_actions", {"busy": busy, "oob": True})
+
+    async def _send_error(self, text: str):
+        await self.send(text_data=render_to_string(f"{PAGE}#notice", {"error": text}))

@@ -1,0 +1,11 @@
+from django import template
+
+from ..rendering import render_markdown
+
+register = template.Library()
+
+
+@register.filter
+def markdown(text: str):
+    """Render model output as sanitized HTML."""
+    return render_markdown(text or "")

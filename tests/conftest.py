@@ -1,0 +1,111 @@
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.test import Client
+
+from conversations import llm
+from conversations.models import Conversation, Provider
+
+from .fake_provider import FakeProvider
+
+pytest_plugins = ["tests.bundled_server"]
+
+
+@pytest.fixture(scope="session")
+def fake_server():
+    server = FakeProvider().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake(fake_server):
+    """The fake provider, emptied of queued responses and recorded requests."""
+    fake_server.reset()
+    cache.clear()
+    llm._stream_usage_rejected.clear()
+    yield fake_server
+    fake_server.reset()
+
+
+@pytest.fixture
+def provider(db, fake):
+    return Provider.objects.create(name="Fake", base_url=fake.base_url, is_default=True, default_model="fake-model")
+
+
+@pytest.fixture
+def alice(db):
+    return get_user_model().objects.create_user("alice", password="alice-password-123")
+
+
+@pytest.fixture
+def bob(db):
+    return get_user_model().objects.create_user("bob", password="bob-password-123")
+
+
+@pytest.fixture
+def conversation(alice, provider):
+    return Conversation.objects.create(owner=alice, provider=provider, model="fake-model")
+
+
+def login_client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def alice_client(alice):
+    return login_client(alice)
+
+
+@pytest.fixture
+def bob_client(bob):
+    return login_client(bob)
+
+
+class Socket:
+    """A WebsocketCommunicator through the real ASGI stack (origin check, session auth, router)."""
+
+    def __init__(self, communicator):
+        self.communicator = communicator
+        self.frames: list[str] = []
+
+    async def send(self, **data):
+        await self.communicator.send_to(text_data=json.dumps(data))
+
+    async def receive_until(self, needle: str, timeout: float = 5.0) -> str:
+        """Collect frames until one contains `needle`; return all text received so far."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if any(needle in frame for frame in self.frames):
+                return "".join(self.frames)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"no frame contained {needle!r}; got:\n" + "\n".join(self.frames))
+            try:
+                self.frames.append(await self.communicator.receive_from(timeout=remaining))
+            except TimeoutError:
+                continue
+
+    async def close(self):
+        await self.communicator.disconnect()
+
+
+async def open_socket(user, code, *, origin="http://testserver") -> tuple[Socket, bool, int | None]:
+    from chatsite.asgi import application
+
+    headers = [(b"origin", origin.encode()), (b"host", b"testserver")]
+    if user is not None:
+        session_key = await sync_to_async(lambda: login_client(user).session.session_key)()
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={session_key}".encode()))
+    communicator = WebsocketCommunicator(application, f"/ws/c/{code}/", headers=headers)
+    connected, close_code = await communicator.connect(timeout=5)
+    return Socket(communicator), connected, close_code

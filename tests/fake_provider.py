@@ -1,0 +1,263 @@
+"""A small OpenAI-compatible HTTP server on a free loopback port, playing the provider in tests.
+
+It speaks real HTTP/1.1 over real sockets and can produce every wire quirk the client must
+survive: events split across reads (even inside a UTF-8 character), CRLF line endings,
+comments, `data:` without a space, empty `choices`, a missing [DONE], an error object in the
+middle of a stream, HTTP errors with JSON, HTML or empty bodies, refusals and silence.
+
+Tests queue responses with `push()`; with none queued it echoes the last user message.
+Every request it received is in `requests` (method, path, headers, JSON body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict | None
+    disconnected: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Reply:
+    """A whole HTTP answer."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+
+
+@dataclass
+class Stream:
+    """An SSE answer written piece by piece (each piece is its own network write)."""
+
+    pieces: list[bytes]
+    delay: float = 0.0  # seconds between pieces
+    first_delay: float = 0.0  # seconds before the first piece (time to first token)
+    status: int = 200
+
+
+@dataclass
+class Hang:
+    """Accept the request and answer nothing for `seconds`."""
+
+    seconds: float = 30.0
+
+
+@dataclass
+class Close:
+    """Close the connection without answering."""
+
+
+def chunk(content=None, *, finish=None, index=0, reasoning=None, tool_calls=None, usage=None, choices=True):
+    delta = {}
+    if content is not None:
+        delta["content"] = content
+    if reasoning is not None:
+        delta["reasoning_content"] = reasoning
+    if tool_calls is not None:
+        delta["tool_calls"] = tool_calls
+    obj = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake-model"}
+    obj["choices"] = [{"index": index, "delta": delta, "finish_reason": finish}] if choices else []
+    if usage is not None:
+        obj["usage"] = usage
+    return obj
+
+
+def sse(objs, *, done=True, eol="\n", space=True) -> list[bytes]:
+    """Encode chunk objects as SSE events, one network write each."""
+    prefix = "data: " if space else "data:"
+    events = [f"{prefix}{json.dumps(o) if not isinstance(o, str) else o}{eol}{eol}".encode() for o in objs]
+    if done:
+        events.append(f"{prefix}[DONE]{eol}{eol}".encode())
+    return events
+
+
+def text_stream(parts, *, finish="stop", usage=None, **kwargs) -> list[bytes]:
+    objs = [chunk(p) for p in parts] + [chunk(finish=finish)]
+    if usage is not None:
+        objs.append(chunk(usage=usage, choices=False))
+    return sse(objs, **kwargs)
+
+
+class FakeProvider:
+    def __init__(self):
+        self.requests: list[Request] = []
+        self.models = ["fake-model", "fake-model-2"]
+        self._queue: deque = deque()
+        self.pace = 0.0  # seconds between chunks of the default echo reply
+        self._loop = asyncio.new_event_loop()
+        self._server = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.port = 0
+
+    # -- control from tests -----------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def push(self, *responses):
+        self._queue.extend(responses)
+
+    def reset(self):
+        self._queue.clear()
+        self.requests.clear()
+        self.pace = 0.0
+        self.models = ["fake-model", "fake-model-2"]
+
+    def completions(self) -> list[Request]:
+        return [r for r in self.requests if r.path.endswith("/completions")]
+
+    def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[Request]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.completions()
+            if len(found) >= count:
+                return found
+            time.sleep(0.01)
+        raise AssertionError(f"expected {count} completion requests, got {len(self.completions())}")
+
+    # -- server ---------------------------------------------------------------------------
+
+    def start(self) -> FakeProvider:
+        self._thread.start()
+        self._ready.wait(5)
+        return self
+
+    def stop(self):
+        async def shutdown():
+            self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._loop.stop()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop)
+        self._thread.join(5)
+
+    def _run(self):
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        try:
+            while True:
+                request = await self._read_request(reader)
+                if request is None:
+                    return
+                self.requests.append(request)
+                keep_open = await self._answer(request, reader, writer)
+                if not keep_open:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+    async def _read_request(self, reader) -> Request | None:
+        line = await reader.readline()
+        if not line:
+            return None
+        method, path, _ = line.decode().split(" ", 2)
+        headers = {}
+        while True:
+            raw = await reader.readline()
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = raw.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = None
+        length = int(headers.get("content-length", 0))
+        if length:
+            body = json.loads(await reader.readexactly(length))
+        return Request(method, path, headers, body)
+
+    async def _answer(self, request: Request, reader, writer) -> bool:
+        if request.method == "GET" and request.path.endswith("/models"):
+            data = {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
+            return await self._reply(writer, Reply(200, json.dumps(data).encode()))
+        if request.path.endswith("/extras/tokenize/count"):
+            return await self._reply(writer, Reply(404, b'{"detail": "Not Found"}'))
+        response = self._queue.popleft() if self._queue else self._default(request)
+        if isinstance(response, Reply):
+            return await self._reply(writer, response)
+        if isinstance(response, Hang):
+            await asyncio.sleep(response.seconds)
+            return False
+        if isinstance(response, Close):
+            return False
+        await self._stream(request, reader, writer, response)
+        return False
+
+    def _default(self, request: Request):
+        messages = (request.body or {}).get("messages") or [{"content": (request.body or {}).get("prompt", "")}]
+        text = f"You said: {messages[-1].get('content', '')}"
+        words = [w + " " for w in text.split(" ")]
+        words[-1] = words[-1].rstrip()
+        if not (request.body or {}).get("stream"):
+            body = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "model": request.body.get("model", "fake-model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)},
+            }
+            return Reply(200, json.dumps(body).encode())
+        usage = None
+        if (request.body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
+        return Stream(text_stream(words, usage=usage), delay=self.pace)
+
+    async def _reply(self, writer, reply: Reply) -> bool:
+        status_text = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests"}
+        head = (
+            f"HTTP/1.1 {reply.status} {status_text.get(reply.status, 'Error')}\r\n"
+            f"Content-Type: {reply.content_type}\r\nContent-Length: {len(reply.body)}\r\n"
+            # No keep-alive: a pooled connection would outlive the short event loops of sync tests.
+            "Connection: close\r\n\r\n"
+        )
+        writer.write(head.encode() + reply.body)
+        await writer.drain()
+        return False
+
+    async def _stream(self, request: Request, reader, writer, stream: Stream):
+        head = (
+            f"HTTP/1.1 {stream.status} OK\r\nContent-Type: text/event-stream\r\n"
+            "Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(head.encode())
+        await writer.drain()
+        closed = asyncio.ensure_future(reader.read(1))  # resolves when the client hangs up
+        try:
+            if stream.first_delay:
+                await asyncio.wait([closed], timeout=stream.first_delay)
+            for index, piece in enumerate(stream.pieces):
+                if closed.done():
+                    raise ConnectionResetError
+                if index and stream.delay:
+                    await asyncio.wait([closed], timeout=stream.delay)
+                    if closed.done():
+                        raise ConnectionResetError
+                writer.write(piece)
+                await writer.drain()
+        except ConnectionError:
+            request.disconnected.set()
+        finally:
+            if not closed.done():
+                closed.cancel()
