@@ -210,10 +210,7 @@ class Generation:
             await self._finish(Message.Status.ERROR, f"Internal error while generating: {type(exc).__name__}")
         finally:
             pacer.remove(self)
-            if self._control is not None:
-                self._control.cancel()
-            if self._control_channel:
-                await self.layer.group_discard(self.control_group, self._control_channel)
+            await self._close_control()
             _running.pop(self.message_id, None)
 
     async def _prepare(self) -> tuple[Provider, Prompt]:
@@ -308,6 +305,8 @@ class Generation:
         """Obey commands sent to this conversation's control group from any process."""
         while True:
             event = await self.layer.receive(self._control_channel)
+            if event.get("type") == "generation.end":
+                return
             if event.get("type") == "generation.stop":
                 self.stop()
             elif event.get("type") == "generation.sync" and event.get("reply_to"):
@@ -320,6 +319,24 @@ class Generation:
                         "content": self._text,
                     },
                 )
+
+    async def _close_control(self):
+        """Leave the control group and end the listener by a message, not by cancelling it.
+
+        A receive() cancelled while it waits on the Redis layer can lose or delay a message meant
+        for another channel of this process (all of a process's channels share one Redis list),
+        such as the `generation.finished` a viewer is waiting for.
+        """
+        if not self._control_channel:
+            return
+        await self.layer.group_discard(self.control_group, self._control_channel)
+        if self._control is None or self._control.done():
+            return
+        await self.layer.send(self._control_channel, {"type": "generation.end"})
+        try:
+            await asyncio.wait_for(asyncio.shield(self._control), timeout=5)
+        except TimeoutError:
+            self._control.cancel()
 
     def stop(self):
         self.stop_requested = True

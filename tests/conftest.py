@@ -3,10 +3,12 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from django.test import Client
 
 from conversations import llm
@@ -17,6 +19,18 @@ from .fake_provider import FakeProvider
 pytest_plugins = ["tests.bundled_server"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each test gets its own channel layer object.
+
+    pytest-asyncio gives every test a new event loop, and a Redis layer object remembers the loop
+    of a receive() still pending from the previous test (its lock is bound to that loop).
+    """
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
 @pytest.fixture(scope="session")
 def fake_server():
     server = FakeProvider().start()
@@ -24,11 +38,26 @@ def fake_server():
     server.stop()
 
 
+def forget_cached_model_lists():
+    """Drop cached GET /models answers without touching anything else in the cache's store.
+
+    With REDIS_URL set, cache.clear() would FLUSHDB the database the channel layer lives in too.
+    """
+    store = caches["default"]
+    if isinstance(store, RedisCache):
+        client = store._cache.get_client(write=True)
+        keys = list(client.scan_iter(match="*llm:models:*"))
+        if keys:
+            client.delete(*keys)
+    else:
+        store.clear()
+
+
 @pytest.fixture
 def fake(fake_server):
     """The fake provider, emptied of queued responses and recorded requests."""
     fake_server.reset()
-    cache.clear()
+    forget_cached_model_lists()
     llm._stream_usage_rejected.clear()
     yield fake_server
     fake_server.reset()

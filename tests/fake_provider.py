@@ -49,7 +49,10 @@ class Stream:
 
 @dataclass
 class Hang:
-    """Accept the request and answer nothing for `seconds`."""
+    """Accept the request and answer nothing for `seconds`, or until the client hangs up.
+
+    A hang-up sets the request's `disconnected`, as with a Stream.
+    """
 
     seconds: float = 30.0
 
@@ -198,7 +201,7 @@ class FakeProvider:
         if isinstance(response, Reply):
             return await self._reply(writer, response)
         if isinstance(response, Hang):
-            await asyncio.sleep(response.seconds)
+            await self._hang(request, reader, response.seconds)
             return False
         if isinstance(response, Close):
             return False
@@ -236,6 +239,18 @@ class FakeProvider:
         await writer.drain()
         return False
 
+    async def _hang(self, request: Request, reader, seconds: float):
+        """Say nothing for `seconds`, or until the client hangs up (then record that it did)."""
+        closed = asyncio.ensure_future(reader.read(1))  # resolves when the client hangs up
+        try:
+            await asyncio.wait([closed], timeout=seconds)
+            # EOF or a reset: the client hung up (a client sends nothing more while it waits).
+            if closed.done() and (closed.exception() is not None or closed.result() == b""):
+                request.disconnected.set()
+        finally:
+            if not closed.done():
+                closed.cancel()
+
     async def _stream(self, request: Request, reader, writer, stream: Stream):
         head = (
             f"HTTP/1.1 {stream.status} OK\r\nContent-Type: text/event-stream\r\n"
@@ -261,3 +276,5 @@ class FakeProvider:
         finally:
             if not closed.done():
                 closed.cancel()
+            elif not closed.cancelled():
+                closed.exception()  # a reset: retrieved, so asyncio does not log it as never retrieved

@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -43,12 +43,39 @@ class LiveServer:
     url: str
     process: subprocess.Popen
     log_path: Path
+    port: int = 0
+    env: dict[str, str] = field(default_factory=dict)
 
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def stop(self):
+        """Stop the Daphne process (SIGTERM, then SIGKILL after 10 s) and wait until it has exited."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def start(self, **env: str):
+        """Start a new Daphne process on the same port and database (after `stop()`): a server restart.
+
+        `env` adds or overrides environment variables of the new process. Its output is appended
+        to the same log.
+        """
+        if self.process.poll() is None:
+            raise RuntimeError("The server is still running; stop() it first")
+        self.process = _spawn(self.port, {**self.env, **env}, self.log_path, append=True)
+        _wait_until_up(self)
+
+    def restart(self, **env: str):
+        self.stop()
+        self.start(**env)
 
 
 def free_port() -> int:
@@ -77,6 +104,20 @@ def database_url(settings_dict) -> str:
     raise RuntimeError(f"No live-server support for the database engine {engine}")
 
 
+def _spawn(port: int, env: dict[str, str], log_path: Path, *, append: bool = False) -> subprocess.Popen:
+    log_file = open(log_path, "ab" if append else "wb")  # noqa: SIM115 (the child process writes to it)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        log_file.close()
+
+
 def _wait_until_up(server: LiveServer):
     deadline = time.monotonic() + STARTUP_TIMEOUT
     last_error: Exception | None = None
@@ -101,6 +142,7 @@ def live_daphne(request, transactional_db, fake):
     """Start Daphne on a free port, on the current test database, with the fake provider.
 
     Its output goes to test-artifacts/daphne-<test name>.log (kept, for debugging failures).
+    A test can restart it on the same port with `live_daphne.stop()` then `live_daphne.start()`.
     """
     from django.db import connection
 
@@ -124,27 +166,13 @@ def live_daphne(request, transactional_db, fake):
 
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / f"daphne-{re.sub(r'[^A-Za-z0-9_.-]+', '_', request.node.name)}.log"
-    log_file = open(log_path, "wb")  # noqa: SIM115 (the child process writes to it)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    log_file.close()
-    server = LiveServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+    process = _spawn(port, env, log_path)
+    server = LiveServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path, port=port, env=env)
     try:
         _wait_until_up(server)
         yield server
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        server.stop()  # whichever process is current, after any restart
 
 
 @pytest.fixture

@@ -169,7 +169,7 @@ async def test_stop_cancels_the_upstream_request(alice, conversation, fake):
     await socket.send(action="stop")
     await socket.receive_until('data-status="stopped"')
     request = fake.completions()[0]
-    assert await sync_to_async(request.disconnected.wait)(2)
+    assert await sync_to_async(request.disconnected.wait, thread_sensitive=False)(2)
     reply = await Message.objects.aget(role="assistant")
     assert reply.status == "stopped" and reply.content.startswith("word")
     await socket.close()

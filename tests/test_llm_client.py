@@ -45,7 +45,7 @@ def decode(*reads: bytes) -> list[SSEEvent]:
 
 def split_at(data: bytes, *cuts: int) -> list[bytes]:
     bounds = [0, *sorted(cuts), len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def raw_sse(*objs) -> list[bytes]:
@@ -185,7 +185,7 @@ def test_it_accepts_data_with_and_without_the_space():
 
 
 def test_it_joins_multi_line_data_with_newlines():
-    assert decode(b"data: {\ndata:   \"k\": 1\ndata: }\n\n") == [SSEEvent('{\n  "k": 1\n}')]
+    assert decode(b'data: {\ndata:   "k": 1\ndata: }\n\n') == [SSEEvent('{\n  "k": 1\n}')]
 
 
 def test_it_flushes_an_unterminated_last_event_on_close():

@@ -35,15 +35,7 @@ def redis_url() -> str:
     return url
 
 
-class Daphne(LiveServer):
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+Daphne = LiveServer  # it knows how to stop its process
 
 
 def spawn_daphne(env: dict, name: str) -> Daphne:

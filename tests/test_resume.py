@@ -85,11 +85,12 @@ async def test_stop_from_another_tab_before_the_first_token(alice, conversation,
     one, _, _ = await open_socket(alice, conversation.code)
     two, _, _ = await open_socket(alice, conversation.code)
     await one.send(message="slow start")
-    await streaming_reply()
+    # The request is at the provider, which has not answered yet.
+    request = (await sync_to_async(fake.wait_for_requests, thread_sensitive=False)(1))[0]
     await two.send(action="stop")
     await one.receive_until('data-status="stopped"', timeout=3)
-    request = fake.wait_for_requests(1)[0]
-    assert await sync_to_async(request.disconnected.wait)(2)  # the provider saw the connection close
+    # The provider saw the connection close.
+    assert await sync_to_async(request.disconnected.wait, thread_sensitive=False)(2)
     reply = await Message.objects.aget(role="assistant")
     assert reply.status == "stopped" and reply.content == ""
     await one.close()

@@ -42,14 +42,15 @@ def test_static_files_are_served_with_debug_off(tmp_path):
     env = {**PRODUCTION, "ALLOWED_HOSTS": "testserver"}
     code = (
         "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='chatsite.settings'; django.setup();"
-        "from django.conf import settings; settings.STATIC_ROOT=%r;"
-        "from django.core.management import call_command; call_command('collectstatic', interactive=False, verbosity=0);"
+        f"from django.conf import settings; settings.STATIC_ROOT={str(static_root)!r};"
+        "from django.core.management import call_command;"
+        "call_command('collectstatic', interactive=False, verbosity=0);"
         "from whitenoise.middleware import WhiteNoiseMiddleware;"
         "from django.templatetags.static import static;"
         "from django.test import Client;"
         "url = static('css/app.css');"
         "r = Client().get(url, secure=True); print(url, r.status_code)"
-    ) % str(static_root)
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60
     )
