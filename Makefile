@@ -4,6 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# llama.cpp's default build targets the CPU it is built on (-march=native, AVX-512, AMX...), which
+# crashed with a general protection fault on a VM that advertises AMX. A portable build
+# (AVX2/FMA/F16C) runs everywhere we deploy and is fast enough for a 135M model.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
 .PHONY: install install-dev run test lint migrations-check bench clean
 

@@ -11,6 +11,7 @@ snapshot and only the deltas after it, so the text has no gap and no duplicate.
 import asyncio
 import json
 import logging
+import time
 import uuid
 
 from channels.db import database_sync_to_async
@@ -29,10 +30,28 @@ PAGE = "conversations/conversation.html"
 SYNC_CHECK_SECONDS = 3.0
 
 
+# Group events whose handlers never touch the database. Channels runs close_old_connections in
+# the database thread before every event it dispatches; for these that round trip is pure delay
+# (under load each delta would queue behind all the database work of the process).
+NO_DATABASE_EVENTS = {
+    "generation.delta": "generation_delta",
+    "generation.snapshot": "generation_snapshot",
+    "generation.context": "generation_context",
+}
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
+    async def dispatch(self, message):
+        handler = NO_DATABASE_EVENTS.get(message["type"])
+        if handler is None:
+            await super().dispatch(message)
+        else:
+            await getattr(self, handler)(message)
+
     async def connect(self):
         self.conversation = None
         self.syncing: dict[int, list[dict]] = {}  # message id -> deltas held until its snapshot
+        self.heard: dict[int, float] = {}  # streaming message id -> when this page last heard of it
         self.last_seq: dict[int, int] = {}
         self.watchdogs: set[asyncio.Task] = set()
         user = self.scope.get("user")
@@ -119,7 +138,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         generation = Generation(self.conversation, reply)
         await generation.open()
         if replacing is None:
-            event = {"type": "chat.added", "message_ids": [user_message.pk, reply.pk], "titled": not had_title}
+            # Rendered once here, not by every viewer: the pages of one conversation are all its owner's.
+            html = render_to_string(f"{PAGE}#added", {"messages": [user_message, reply]})
+            if not had_title:
+                html += await database_sync_to_async(self._title_and_sidebar)()
+            event = {"type": "chat.added", "html": html, "reply_id": reply.pk}
         else:
             event = {"type": "chat.transcript"}
         await self.channel_layer.group_send(self.conversation.group_name, event)
@@ -152,20 +175,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # -- events from the group ----------------------------------------------------------------
 
     async def chat_added(self, event):
-        messages = [m async for m in self.conversation.messages.filter(pk__in=event["message_ids"]).order_by("pk")]
-        html = render_to_string(f"{PAGE}#added", {"messages": messages})
-        if event.get("titled"):
-            html += await database_sync_to_async(self._title_and_sidebar)()
-        await self.send(text_data=html + self._composer(busy=True))
-        for message in messages:
-            if message.is_streaming:
-                await self._follow(message.pk)
+        # The generation starts only after this event is sent, and a channel delivers in order, so
+        # every delta of the new reply comes after it: follow it from the start, no snapshot needed.
+        self.last_seq[event["reply_id"]] = 0
+        self._watch(event["reply_id"])
+        await self.send(text_data=event["html"] + self._composer(busy=True))
 
     async def chat_transcript(self, event):
         await self._send_transcript()
 
     async def generation_delta(self, event):
         message_id = event["message_id"]
+        self.heard[message_id] = time.monotonic()
         if message_id in self.syncing:
             self.syncing[message_id].append(event)
             return
@@ -176,6 +197,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def generation_snapshot(self, event):
         message_id = event["message_id"]
+        self.heard[message_id] = time.monotonic()
         if message_id not in self.syncing:
             return
         held = self.syncing.pop(message_id)
@@ -195,6 +217,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         message_id = event["message_id"]
         self.syncing.pop(message_id, None)
         self.last_seq.pop(message_id, None)
+        self.heard.pop(message_id, None)
         branch = await database_sync_to_async(self.conversation.branch)()
         message = next((m for m in branch if m.pk == message_id), None)
         html = render_to_string(f"{PAGE}#message", {"message": message, "oob": True}) if message else ""
@@ -208,16 +231,29 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_send(
             self.conversation.control_group_name, {"type": "generation.sync", "reply_to": self.channel_name}
         )
-        task = asyncio.create_task(self._watch(message_id))
+        self._watch(message_id)
+
+    def _watch(self, message_id: int):
+        if message_id in self.heard:
+            return
+        self.heard[message_id] = time.monotonic()
+        task = asyncio.create_task(self._watchdog(message_id))
         self.watchdogs.add(task)
         task.add_done_callback(self.watchdogs.discard)
 
-    async def _watch(self, message_id: int):
-        """If no live generation answers, wait until its heartbeat is stale and show it interrupted."""
-        while message_id in self.syncing:
+    async def _watchdog(self, message_id: int):
+        """While a shown reply streams: if it goes quiet, ask the database whether its process died.
+
+        A reply whose heartbeat is stale (its process was killed) is marked interrupted and shown
+        so. While deltas keep coming, this costs nothing.
+        """
+        while message_id in self.heard:
             await asyncio.sleep(SYNC_CHECK_SECONDS)
-            if message_id not in self.syncing:
+            heard = self.heard.get(message_id)
+            if heard is None:
                 return
+            if time.monotonic() - heard < SYNC_CHECK_SECONDS:
+                continue
             if await self.conversation.messages.filter(pk=message_id).stale().amark_interrupted():
                 await self.generation_finished({"message_id": message_id})
 

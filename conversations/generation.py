@@ -7,8 +7,9 @@ once a second (checkpoint), and at the end.
 
 Under load the cost that grows is per delta and per network read, not per byte, so the
 coalescing window adapts: it is COALESCE_SECONDS while the process keeps up and widens (up to
-MAX_COALESCE_SECONDS) while it falls behind: the event loop wakes up late, or the database
-thread, which channels makes every consumer event pass through, has a queue. The reader waits
+MAX_COALESCE_SECONDS) while it falls behind, that is while the event loop wakes up late. (Deltas
+never wait for the database: the consumer skips channels' per-event database round trip for
+them.) The reader waits
 one window after each read that brought text, so whatever arrives meanwhile is read, parsed and
 published together. Checkpoints of all the replies streaming in a process are written together,
 in one database round trip, by a per-loop task, so a slow database never holds up the text.
@@ -44,14 +45,6 @@ TICK_SECONDS = 0.05
 # A tick later than this widens the window by half; one on time within LAG_LOW narrows it.
 LAG_HIGH_SECONDS = 0.02
 LAG_LOW_SECONDS = 0.005
-# Channels makes a round trip through the database thread before every event a consumer handles
-# (it closes stale connections there), so each delta waits in that thread's queue behind all the
-# database work of the process. The pacer times an empty round trip: a wait above DB_WAIT_HIGH
-# widens the window too (fewer deltas, so fewer round trips); below DB_WAIT_LOW it may narrow.
-DB_WAIT_HIGH_SECONDS = 0.02
-DB_WAIT_LOW_SECONDS = 0.005
-# How often that round trip is timed (one still waiting counts on every tick).
-PROBE_SECONDS = 0.2
 # Tokens a chat template adds around each message (role markers, separators).
 MESSAGE_OVERHEAD_TOKENS = 6
 # Without new text, the heartbeat still proves the process alive this often.
@@ -376,10 +369,9 @@ class Generation:
 class _Pacer:
     """One per event loop: tunes the coalescing window, and checkpoints every streaming reply.
 
-    Every TICK_SECONDS it measures how late its own wake-up was and how long an empty round trip
-    through the database thread takes. Either one late means more work than the process keeps up
-    with, so the window widens by half (fewer, larger deltas and reads); both on time let it narrow
-    back towards COALESCE_SECONDS. On the same tick it gathers the replies due for a checkpoint
+    Every TICK_SECONDS it measures how late its own wake-up was. Late means more work than the
+    process keeps up with, so the window widens by half (fewer, larger deltas and reads); on time
+    lets it narrow back towards COALESCE_SECONDS. On the same tick it gathers the replies due for a checkpoint
     (text changed and CHECKPOINT_SECONDS since their last one, or HEARTBEAT_SECONDS of silence) and
     writes them all in one transaction, in a task of its own.
     """
@@ -390,9 +382,6 @@ class _Pacer:
         self._ticker: asyncio.Task | None = None
         self._writer: asyncio.Task | None = None
         self._pending: dict[int, str] = {}
-        self._probe: asyncio.Task | None = None
-        self._probe_started = 0.0
-        self.db_wait = 0.0  # the last empty round trip through the database thread, in seconds
 
     def add(self, generation: Generation):
         generation.written_at = time.monotonic()
@@ -408,9 +397,6 @@ class _Pacer:
             self._ticker.cancel()
             self._ticker = None
             self.window = COALESCE_SECONDS
-            self.db_wait = 0.0
-            if self._probe is not None:
-                self._probe.cancel()
 
     async def _tick(self):
         while self.generations:
@@ -418,22 +404,11 @@ class _Pacer:
             await asyncio.sleep(TICK_SECONDS)
             now = time.monotonic()
             lag = now - due
-            if (self._probe is None or self._probe.done()) and now - self._probe_started >= PROBE_SECONDS:
-                self._probe_started = now
-                self._probe = asyncio.create_task(self._time_db_round_trip(), name="generation-db-probe")
-            db_wait = self.db_wait
-            if self._probe is not None and not self._probe.done():
-                db_wait = max(db_wait, now - self._probe_started)  # a probe still waiting counts
-            if lag > LAG_HIGH_SECONDS or db_wait > DB_WAIT_HIGH_SECONDS:
+            if lag > LAG_HIGH_SECONDS:
                 self.window = min(MAX_COALESCE_SECONDS, self.window * 1.5)
-            elif lag < LAG_LOW_SECONDS and db_wait < DB_WAIT_LOW_SECONDS:
+            elif lag < LAG_LOW_SECONDS:
                 self.window = max(COALESCE_SECONDS, self.window * 0.8)
             self._gather(now)
-
-    async def _time_db_round_trip(self):
-        started = time.monotonic()
-        await sync_to_async(_nothing)()
-        self.db_wait = time.monotonic() - started
 
     def _gather(self, now: float):
         for generation in self.generations:
@@ -455,10 +430,6 @@ class _Pacer:
                 await sync_to_async(_write_checkpoints)(batch)
             except Exception:
                 log.exception("Could not checkpoint %d streaming replies", len(batch))
-
-
-def _nothing():
-    pass
 
 
 def _write_checkpoints(batch: dict[int, str]):

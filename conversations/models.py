@@ -96,6 +96,9 @@ class ProviderModel(models.Model):
     provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="models")
     name = models.CharField(max_length=200)
     context_length = models.PositiveIntegerField()
+    # Settings an admin chose for new conversations with this model (same keys as Conversation.params).
+    default_params = models.JSONField(default=dict, blank=True)
+    default_system_prompt = models.TextField(blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["provider", "name"], name="unique_model_per_provider")]
@@ -132,6 +135,9 @@ class Conversation(models.Model):
     )
     pinned = models.BooleanField(default=False)
     archived = models.BooleanField(default=False)
+    # Set by reviewers (staff with the review permission), never shown to the owner.
+    flagged = models.BooleanField(default=False)
+    review_note = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(default=timezone.now, db_index=True)
 
@@ -140,6 +146,7 @@ class Conversation(models.Model):
     class Meta:
         ordering = ["-updated_at"]
         indexes = [models.Index(fields=["owner", "-updated_at"])]
+        permissions = [("review_conversation", _("Can review conversations"))]
 
     def __str__(self):
         return self.title or str(self.code)
@@ -293,7 +300,10 @@ class Message(models.Model):
     role = models.CharField(max_length=20, choices=Role.choices)
     content = models.TextField(blank=True)
     reasoning = models.TextField(blank=True)
+    reasoning_ms = models.PositiveIntegerField(null=True, blank=True)
     tool_calls = models.JSONField(null=True, blank=True)
+    # Per token: {"token", "logprob", "top": [{"token", "logprob"}...]} (and "offset" for completions).
+    logprobs = models.JSONField(null=True, blank=True)
     tool_call_id = models.CharField(max_length=200, blank=True)
     choice_index = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.COMPLETE)
@@ -340,3 +350,77 @@ class Message(models.Model):
         if self.prompt_tokens is None and self.completion_tokens is None:
             return None
         return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+
+class Preset(models.Model):
+    """A named set of chat settings and a system prompt, saved by a user for new chats."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="presets")
+    name = models.CharField(max_length=100)
+    provider = models.ForeignKey(Provider, null=True, blank=True, on_delete=models.SET_NULL)
+    model = models.CharField(max_length=200, blank=True)
+    system_prompt = models.TextField(blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="unique_preset_name_per_user")]
+
+    def __str__(self):
+        return self.name
+
+
+class Profile(models.Model):
+    """Per-account settings and limits. Empty limits fall back to the defaults in settings."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
+    language = models.CharField(max_length=10, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    messages_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    # One model name per line; empty: every model of every enabled provider.
+    allowed_models = models.TextField(blank=True)
+
+    def __str__(self):
+        return f"Profile of {self.user}"
+
+
+class Usage(models.Model):
+    """Tokens and messages per user, model and day: added to at the end of every reply."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage")
+    day = models.DateField()
+    model = models.CharField(max_length=200, blank=True)
+    provider_name = models.CharField(max_length=100, blank=True)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    messages = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "day", "model", "provider_name"], name="unique_usage_row")
+        ]
+        indexes = [models.Index(fields=["day"]), models.Index(fields=["user", "day"])]
+
+    def __str__(self):
+        return f"{self.user} {self.day} {self.model}"
+
+
+class AuditRecord(models.Model):
+    """Staff opened another user's conversation. Written by the app; read-only in the admin."""
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    actor_name = models.CharField(max_length=150)
+    conversation = models.ForeignKey(Conversation, null=True, on_delete=models.SET_NULL, related_name="+")
+    conversation_code = models.UUIDField()
+    owner_name = models.CharField(max_length=150)
+    action = models.CharField(max_length=40)
+    detail = models.CharField(max_length=300, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self):
+        return f"{self.actor_name} {self.action} {self.conversation_code}"

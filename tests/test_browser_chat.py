@@ -32,17 +32,14 @@ document.addEventListener("htmx:wsAfterMessage", function () { window.__wsFrames
 
 @pytest.fixture
 def page(browser_page):
-    """The browser page with the socket probe installed, uncaught JS errors and console errors recorded.
-
-    The app has no favicon, so the browser's 404 for /favicon.ico is not counted.
-    """
+    """The browser page with the socket probe installed, uncaught JS errors and console errors recorded."""
     browser_page.add_init_script(SOCKET_PROBE)
     browser_page.js_errors = []
     browser_page.on("pageerror", lambda error: browser_page.js_errors.append(str(error)))
     browser_page.console_errors = []
 
     def on_console(msg):
-        if msg.type == "error" and not msg.location.get("url", "").endswith("/favicon.ico"):
+        if msg.type == "error":
             browser_page.console_errors.append(f"{msg.text} ({msg.location.get('url')})")
 
     browser_page.on("console", on_console)
