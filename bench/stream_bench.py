@@ -50,8 +50,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MARK = re.compile(r"⟨(\d+):([\d.]+)⟩")
-TEXT_DIV = re.compile(r'<div id="msg-(\d+)-text" hx-swap-oob="(innerHTML|beforeend)">(.*?)</div>', re.S)
-HAS_TEXT = re.compile(r'-text" hx-swap-oob="(?:innerHTML|beforeend)">[^<]')
+# Reply text arrives as htmx swaps into #msg-N-text (conversations/rendering.py), or whole in a
+# snapshot of that element for a page that joined mid-stream.
+TEXT_SWAP = re.compile(r'hx-swap-oob="([a-zA-Z]+):#msg-(\d+)-text')
+SNAPSHOT = re.compile(r'<div id="msg-(\d+)-text" class="msg-text markdown" hx-swap-oob="true">(?!</div>)')
+HAS_TEXT = re.compile(f"{TEXT_SWAP.pattern}|{SNAPSHOT.pattern}")
 ARTICLE = re.compile(
     r'<article id="msg-(\d+)" class="msg msg-assistant" data-status="(\w+)" hx-swap-oob="true">.*?</article>', re.S
 )
@@ -348,15 +351,15 @@ def analyse(chat: Chat) -> ChatResult:
     text = ""
     for t, frame in chat.frames:
         total += ws_frame_bytes(frame)
-        has_text = False
-        for _mid, swap, body in TEXT_DIV.findall(frame):
-            has_text = True
-            body = unescape(body)
-            text = body if swap == "innerHTML" else text + body
-            for index, stamp in MARK.findall(body):
+        swaps = [swap for swap, _mid in TEXT_SWAP.findall(frame)]
+        has_text = bool(swaps) or SNAPSHOT.search(frame) is not None
+        # A frame that only appends must not carry a chunk twice; one that replaces an element may.
+        appends_only = bool(swaps) and all(swap == "beforeend" for swap in swaps)
+        if has_text:
+            for index, stamp in MARK.findall(unescape(frame)):
                 index = int(index)
                 if index in seen:
-                    duplicates += swap == "beforeend"
+                    duplicates += appends_only
                     continue
                 seen[index] = t
                 delays.append(t - float(stamp))
@@ -368,7 +371,14 @@ def analyse(chat: Chat) -> ChatResult:
         if DONE in frame:
             final_frame_bytes += ws_frame_bytes(frame)
         for match in ARTICLE.finditer(frame):
-            final_html = len(match.group(0).encode())
+            article = match.group(0)
+            if " hx-preserve></div>" in article:  # the page keeps the streamed text: count it in
+                from tests.frames import plain, replay
+
+                html = replay([f for _t, f in chat.frames], int(match.group(1)))
+                article = article.replace(" hx-preserve></div>", f">{html}</div>", 1)
+                text = plain(html)
+            final_html = len(article.encode())
             # Text that never came live shows up here, in the finished reply: it reached the user
             # late (its delay counts) but it is not lost.
             for index, stamp in MARK.findall(unescape(match.group(0))):

@@ -64,9 +64,11 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",  # the language cookie, then Accept-Language
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "conversations.i18n.UserLanguageMiddleware",  # a signed-in user's saved language wins
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -139,7 +141,11 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
-LANGUAGE_CODE = "en"
+LANGUAGE_CODE = "en-us"
+# English and Simplified Chinese: from the language switcher (saved per user), else Accept-Language.
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+# The compiled catalogue (locale/zh_Hans/LC_MESSAGES/django.mo) is committed: no gettext needed to run.
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -188,6 +194,16 @@ MAX_MESSAGE_CHARS = envint("MAX_MESSAGE_CHARS", 32000)
 CHECKPOINT_SECONDS = 1.0
 # A streaming message whose heartbeat is older than this belongs to a dead process.
 STALE_GENERATION_SECONDS = envint("STALE_GENERATION_SECONDS", 8)
+
+# Accounts: "open" (anyone signs up), "closed" (only admins create accounts) or "approval" (new
+# accounts stay inactive until an admin activates them).
+SIGNUP_MODE = os.environ.get("SIGNUP_MODE", "open")
+if SIGNUP_MODE not in ("open", "closed", "approval"):
+    raise ImproperlyConfigured(f'SIGNUP_MODE must be "open", "closed" or "approval", not {SIGNUP_MODE!r}')
+# Default per-user limits (0: no limit); each account can override them in the admin (Profile).
+QUOTA_TOKENS_PER_DAY = envint("QUOTA_TOKENS_PER_DAY", 0)
+QUOTA_TOKENS_PER_MONTH = envint("QUOTA_TOKENS_PER_MONTH", 0)
+QUOTA_MESSAGES_PER_MINUTE = envint("QUOTA_MESSAGES_PER_MINUTE", 0)
 
 LOGGING = {
     "version": 1,

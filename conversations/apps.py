@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class ConversationsConfig(AppConfig):
     name = "conversations"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from . import i18n  # noqa: F401 - connects the login signal that adopts a language picked before login

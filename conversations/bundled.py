@@ -52,6 +52,9 @@ def server_command(port: int, host: str = "127.0.0.1") -> list[str]:
         "--host", host,
         "--port", str(port),
         "--n_ctx", str(settings.BUNDLED_MODEL_CONTEXT),
+        # Queue concurrent requests instead of cutting off the one being streamed (its default):
+        # two users, n choices, or a title request while a reply streams would end each other.
+        "--interrupt_requests", "False",
     ]  # fmt: skip
 
 

@@ -18,14 +18,16 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.template.loader import render_to_string
-from django.utils.html import escape
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext as _
 
-from .generation import Generation
-from .models import Busy, Conversation, Message, context_start_of
+from . import choices, i18n, library, quotas, reply_actions
+from .models import Busy, Conversation, Message
 
 log = logging.getLogger(__name__)
 
 PAGE = "conversations/conversation.html"
+MESSAGE_TEXT = "conversations/_message_text.html"
 # How often a page waiting for a snapshot checks whether the generation's process died.
 SYNC_CHECK_SECONDS = 3.0
 
@@ -37,10 +39,11 @@ NO_DATABASE_EVENTS = {
     "generation.delta": "generation_delta",
     "generation.snapshot": "generation_snapshot",
     "generation.context": "generation_context",
+    **reply_actions.NO_DATABASE_EVENTS,
 }
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
+class ChatConsumer(reply_actions.ReplyActionsMixin, AsyncWebsocketConsumer):
     async def dispatch(self, message):
         handler = NO_DATABASE_EVENTS.get(message["type"])
         if handler is None:
@@ -58,6 +61,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return
+        # Channels runs no LocaleMiddleware: the owner's language for everything this socket renders,
+        # and for the generations it starts (a task inherits it).
+        await i18n.aactivate_for_scope(self.scope)
         try:
             code = uuid.UUID(self.scope["url_route"]["kwargs"]["code"])
             conversation = await Conversation.objects.for_user(user).aget(code=code)
@@ -69,10 +75,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(conversation.group_name, self.channel_name)
         await self.accept()
         await self.conversation.messages.stale().amark_interrupted()
-        streaming = await self.conversation.messages.filter(status=Message.Status.STREAMING).afirst()
-        if streaming is not None:
-            await self._follow(streaming.pk)
-        await self.send(text_data=self._composer(busy=streaming is not None))
+        # Every reply still streaming (n choices stream at once).
+        streaming = self.conversation.messages.filter(status=Message.Status.STREAMING).values_list("pk", flat=True)
+        streaming = [pk async for pk in streaming]
+        for message_id in streaming:
+            await self._follow(message_id)
+        await self.send(text_data=self._composer(busy=bool(streaming)))
 
     async def disconnect(self, code):
         for task in self.watchdogs:
@@ -82,13 +90,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # -- commands from the browser --------------------------------------------------------------
 
-    async def receive(self, text_data=None, bytes_data=None):
+    async def _read_frame(self, text_data) -> dict | None:
+        """The browser's JSON object, or None after telling the page it could not be read."""
         try:
             data = json.loads(text_data or "")
-            if not isinstance(data, dict):
-                raise ValueError
+            if isinstance(data, dict):
+                return data
         except ValueError:
-            await self._send_error("That message could not be read. Reload the page and try again.")
+            pass
+        await self._send_error(_("That message could not be read. Reload the page and try again."))
+        return None
+
+    async def receive(self, text_data=None, bytes_data=None):
+        data = await self._read_frame(text_data)
+        if data is None:
             return
         action = data.get("action") or "send"
         if action == "send":
@@ -103,50 +118,60 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_send(self.conversation.control_group_name, {"type": "generation.stop"})
         elif action == "sync":
             await self._send_transcript()
+        elif action in reply_actions.ACTIONS:
+            await self.reply_action(action, data)
         else:
-            await self._send_error("Unknown action.")
+            await self._send_error(_("Unknown action."))
 
     async def _get_message(self, message_id, role=None) -> Message | None:
         messages = self.conversation.messages.filter(role=role) if role else self.conversation.messages
         try:
             return await messages.aget(pk=int(message_id))
         except (TypeError, ValueError, Message.DoesNotExist):
-            await self._send_error("That message is not in this conversation.")
+            await self._send_error(_("That message is not in this conversation."))
             return None
 
     async def _send_message(self, text, replacing_id=None):
         if not isinstance(text, str) or not text.strip():
-            await self._send_error("Type a message first.")
+            await self._send_error(_("Type a message first."))
             return
         if len(text) > settings.MAX_MESSAGE_CHARS:
             await self._send_error(
-                f"Your message is {len(text):,} characters long; the limit is {settings.MAX_MESSAGE_CHARS:,}. "
-                "Nothing was sent, and your text is still in the box."
+                _(
+                    "Your message is %(length)s characters long; the limit is %(limit)s. "
+                    "Nothing was sent, and your text is still in the box."
+                )
+                % {"length": f"{len(text):,}", "limit": f"{settings.MAX_MESSAGE_CHARS:,}"}
             )
             return
         replacing = None
         if replacing_id is not None and (replacing := await self._get_message(replacing_id, "user")) is None:
             return
+        if (refusal := await quotas.acheck_conversation(self.scope["user"], self.conversation)) is not None:
+            await self._send_error(refusal.on_send)  # over a limit: nothing saved, nothing sent
+            return
         had_title = bool(self.conversation.title)
         try:
-            user_message, reply = await database_sync_to_async(self.conversation.add_exchange)(
-                text.strip(), self.conversation.model, replacing=replacing
+            # n > 1 in the settings: n replies, side by side (conversations/choices.py).
+            user_message, replies = await database_sync_to_async(choices.add_exchange)(
+                self.conversation, text.strip(), self.conversation.model, replacing=replacing
             )
         except Busy:
-            await self._send_error("A reply is still being written. Wait for it, or stop it, before sending.")
+            await self._send_error(_("A reply is still being written. Wait for it, or stop it, before sending."))
             return
-        generation = Generation(self.conversation, reply)
-        await generation.open()
+        reply = replies[0]
+        generations = await choices.open_generations(self.conversation, replies)
         if replacing is None:
             # Rendered once here, not by every viewer: the pages of one conversation are all its owner's.
             html = render_to_string(f"{PAGE}#added", {"messages": [user_message, reply]})
             if not had_title:
                 html += await database_sync_to_async(self._title_and_sidebar)()
-            event = {"type": "chat.added", "html": html, "reply_id": reply.pk}
+            event = {"type": "chat.added", "html": html, "reply_id": reply.pk, "reply_ids": [r.pk for r in replies]}
         else:
             event = {"type": "chat.transcript"}
         await self.channel_layer.group_send(self.conversation.group_name, event)
-        generation.start()
+        for generation in generations:
+            generation.start()
         if replacing is None:
             # Only the tab that sent it has its box emptied, and only once the message is saved.
             await self.send(text_data=render_to_string(f"{PAGE}#composer_input", {"oob": True}))
@@ -155,15 +180,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         reply = await self._get_message(message_id, "assistant")
         if reply is None:
             return
-        try:
-            new = await database_sync_to_async(self.conversation.regenerate)(reply)
-        except Busy:
-            await self._send_error("A reply is still being written. Wait for it, or stop it, first.")
+        if (refusal := await quotas.acheck_conversation(self.scope["user"], self.conversation)) is not None:
+            await self._send_error(refusal.on_regenerate)
             return
-        generation = Generation(self.conversation, new)
-        await generation.open()
+        try:
+            replies = await database_sync_to_async(choices.regenerate)(self.conversation, reply)
+        except Busy:
+            await self._send_error(_("A reply is still being written. Wait for it, or stop it, first."))
+            return
+        generations = await choices.open_generations(self.conversation, replies)
         await self.channel_layer.group_send(self.conversation.group_name, {"type": "chat.transcript"})
-        generation.start()
+        for generation in generations:
+            generation.start()
 
     async def _switch(self, message_id):
         message = await self._get_message(message_id)
@@ -177,12 +205,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def chat_added(self, event):
         # The generation starts only after this event is sent, and a channel delivers in order, so
         # every delta of the new reply comes after it: follow it from the start, no snapshot needed.
-        self.last_seq[event["reply_id"]] = 0
-        self._watch(event["reply_id"])
+        for reply_id in event.get("reply_ids") or [event["reply_id"]]:
+            self.last_seq[reply_id] = 0
+            self._watch(reply_id)
         await self.send(text_data=event["html"] + self._composer(busy=True))
 
     async def chat_transcript(self, event):
         await self._send_transcript()
+
+    async def chat_title(self, event):
+        """The model named the conversation (conversations/titles.py): the new header and sidebar."""
+        await self.send(text_data=event["html"])
 
     async def generation_delta(self, event):
         message_id = event["message_id"]
@@ -193,7 +226,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if event["seq"] <= self.last_seq.get(message_id, 0):
             return  # already part of the snapshot this page was given
         self.last_seq[message_id] = event["seq"]
-        await self.send(text_data=self._delta_frame(message_id, event["text"]))
+        for frame in event["frames"]:  # HTML the generation rendered once for every viewer
+            await self.send(text_data=frame)
 
     async def generation_snapshot(self, event):
         message_id = event["message_id"]
@@ -202,12 +236,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         held = self.syncing.pop(message_id)
         self.last_seq[message_id] = event["seq"]
-        frames = [f'<div id="msg-{message_id}-text" hx-swap-oob="innerHTML">{escape(event["content"])}</div>']
+        # The reply's HTML as a page has it after every delta so far, then the deltas after it.
+        html = event.get("html")
+        context = {"message": {"pk": message_id, "content": event["content"]}, "text_oob": True}
+        context["text_html"] = mark_safe(html) if html is not None else None  # noqa: S308 - rendering.py made it
+        frames = [render_to_string(MESSAGE_TEXT, context)]
         for delta in held:
             if delta["seq"] > event["seq"]:
                 self.last_seq[message_id] = delta["seq"]
-                frames.append(self._delta_frame(message_id, delta["text"]))
-        await self.send(text_data="".join(frames))
+                frames.extend(delta["frames"])
+        for frame in frames:  # one message each: a frame for a table row must stand alone
+            await self.send(text_data=frame)
 
     async def generation_context(self, event):
         context = {"start_id": event["context_start_id"], "oob": True}
@@ -215,13 +254,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def generation_finished(self, event):
         message_id = event["message_id"]
+        # This page followed every delta: it already shows the finished text.
+        shown = event.get("text_shown") and message_id in self.last_seq and message_id not in self.syncing
         self.syncing.pop(message_id, None)
         self.last_seq.pop(message_id, None)
         self.heard.pop(message_id, None)
-        branch = await database_sync_to_async(self.conversation.branch)()
-        message = next((m for m in branch if m.pk == message_id), None)
-        html = render_to_string(f"{PAGE}#message", {"message": message, "oob": True}) if message else ""
-        await self.send(text_data=html + self._composer(busy=False))
+        # None: not shown. One of n choices shown side by side counts as shown.
+        message = await database_sync_to_async(reply_actions.shown_or_open_choice)(self.conversation, message_id)
+        context = {"message": message, "oob": True, "preserve_text": message_id if shown else None}
+        html = render_to_string(f"{PAGE}#message", context) if message else ""
+        busy = await self.conversation.messages.filter(status=Message.Status.STREAMING).aexists()
+        await self.send(text_data=html + await self.usage_totals() + self._composer(busy=busy))
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -260,9 +303,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _send_transcript(self):
         """Re-render the shown branch from the database (after a reconnect or a branch change)."""
         await self.conversation.arefresh_from_db()
-        branch = await database_sync_to_async(self.conversation.branch)()
-        streaming = [m.pk for m in branch if m.is_streaming]
-        context = {"branch": branch, "context_start_id": context_start_of(branch), "oob": True}
+        # The newest page of the branch, as the page itself shows it; older pages load on scroll.
+        transcript = await database_sync_to_async(library.transcript_context)(self.conversation)
+        streaming = choices.streaming_ids(transcript["branch"])
+        context = {**transcript, "oob": True}
         html = render_to_string(f"{PAGE}#transcript", context)
         await self.send(text_data=html + self._composer(busy=bool(streaming)))
         for message_id in streaming:
@@ -276,10 +320,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
             "oob": True,
         }
         return render_to_string(f"{PAGE}#title", context) + render_to_string(f"{PAGE}#sidebar", context)
-
-    @staticmethod
-    def _delta_frame(message_id: int, text: str) -> str:
-        return f'<div id="msg-{message_id}-text" hx-swap-oob="beforeend">{escape(text)}</div>'
 
     @staticmethod
     def _composer(busy: bool) -> str:

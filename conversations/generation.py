@@ -30,9 +30,12 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+from django.utils.translation import gettext as _
 
-from . import llm
+from . import llm, rendering, stream_parts, titles
 from .models import Conversation, Message, Provider
+from .params import InvalidParams, request_fields
+from .usage import arecord_reply
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ LAG_LOW_SECONDS = 0.005
 MESSAGE_OVERHEAD_TOKENS = 6
 # Without new text, the heartbeat still proves the process alive this often.
 HEARTBEAT_SECONDS = 2.0
+# Reasoning and tool calls being written are re-sent whole to viewers at most this often.
+EXTRAS_SECONDS = 0.25
 
 _running: dict[int, Generation] = {}
 
@@ -82,7 +87,7 @@ async def build_prompt(conversation: Conversation, reply: Message, provider: Pro
         m
         for m in branch
         if m.role in (Message.Role.USER, Message.Role.ASSISTANT, Message.Role.TOOL)
-        and (m.content or m.role != Message.Role.ASSISTANT)
+        and (m.content or m.tool_calls or m.role != Message.Role.ASSISTANT)
     ]
     system = [{"role": "system", "content": conversation.system_prompt}] if conversation.system_prompt else []
 
@@ -95,12 +100,15 @@ async def build_prompt(conversation: Conversation, reply: Message, provider: Pro
     budget = int(context_length * 0.95) - reserve - sum([await cost(m["content"]) for m in system])
     kept: list[Message] = []
     for message in reversed(history):
-        needed = await cost(message.content)
+        needed = await cost(stream_parts.prompt_text(message))
         if not kept and needed > budget:
             raise llm.ProviderError(
-                f"This message is about {needed:,} tokens, more than fits in the model's context window "
-                f"({context_length:,} tokens, with {reserve:,} kept for the reply). Shorten it, lower "
-                "max_tokens, or pick a model with a larger context."
+                _(
+                    "This message is about %(needed)s tokens, more than fits in the model's context window "
+                    "(%(context)s tokens, with %(reserve)s kept for the reply). Shorten it, lower "
+                    "max_tokens, or pick a model with a larger context."
+                )
+                % {"needed": f"{needed:,}", "context": f"{context_length:,}", "reserve": f"{reserve:,}"}
             )
         if kept and needed > budget:
             break
@@ -108,19 +116,40 @@ async def build_prompt(conversation: Conversation, reply: Message, provider: Pro
         kept.append(message)
     kept.reverse()
     trimmed = len(kept) < len(history)
-    messages = system + [{"role": m.role, "content": m.content} for m in kept]
+    # In the API's format: tool calls and tool results included, reasoning never sent back.
+    messages = system + [stream_parts.api_message(m) for m in kept]
     return Prompt(
         messages=messages,
         context_start_id=kept[0].pk if trimmed and kept else None,
-        text="\n".join(m["content"] for m in messages),
+        text="\n".join(stream_parts.api_text(m) for m in messages),
     )
 
 
 class Generation:
-    def __init__(self, conversation: Conversation, reply: Message):
+    def __init__(self, conversation: Conversation, reply: Message, *, continuing: bool = False):
         self.conversation = conversation
         self.reply = reply
         self.message_id = reply.pk
+        self.choice_index = reply.choice_index
+        # One of n > 1 choices: the ChoiceSet that feeds them all (conversations/choices.py).
+        self.choices = None
+        self.own_request = reply.own_request
+        self.json_mode = False
+        # Continue after "length": the reply grows from what it has (conversations/reply_actions.py).
+        self.continuing = continuing
+        self.extras = stream_parts.ReplyParts(
+            **(
+                {
+                    "reasoning": reply.reasoning,
+                    "reasoning_ms": reply.reasoning_ms,
+                    "logprobs": reply.logprobs,
+                    "answered": bool(reply.content.strip()),
+                }
+                if continuing
+                else {}
+            )
+        )
+        self._extras_sent = (0, 0.0)  # (extras.version, time.monotonic()) of the last live update
         self.group = conversation.group_name
         self.control_group = conversation.control_group_name
         self.layer = get_channel_layer()
@@ -137,12 +166,19 @@ class Generation:
         self.started = time.monotonic()
         self.ttft_ms: int | None = None
         self.stop_requested = False
+        self._usage_recorded = False
         self._new_text = asyncio.Event()
         self._closing = False  # the reader is done: the flusher sends what is left and ends
         self._reader: asyncio.Task | None = None
         self._control_channel = ""
         self._control: asyncio.Task | None = None
         self.task: asyncio.Task | None = None
+        if continuing:
+            self._text = reply.content
+            self.flushed = self.written = len(reply.content)
+        self._base_length = len(self._text)
+        # The reply's HTML as viewers have it, and the frames that update it (rendered once, here).
+        self.stream = rendering.StreamRenderer(f"msg-{self.message_id}-text", self._text)
 
     @property
     def content(self) -> str:
@@ -169,7 +205,7 @@ class Generation:
                 await self.open()
             pacer.add(self)  # heartbeats, then checkpoints, until the final save
             try:
-                provider, prompt = await self._prepare()
+                provider, prompt = await (self.choices.prepare(self) if self.choices else self._prepare())
             except llm.ProviderError as exc:
                 await self._finish(Message.Status.ERROR, exc.user_message)
                 return
@@ -195,12 +231,14 @@ class Generation:
                 self._new_text.set()
             await flusher  # it publishes what is left, in order, then ends
             if status == Message.Status.COMPLETE and not self.content and not self.finish_reason:
-                status, error = Message.Status.ERROR, "The provider finished without saying anything."
+                status, error = Message.Status.ERROR, _("The provider finished without saying anything.")
             await self._record_usage(provider, prompt)
             await self._finish(status, error)
         except Exception as exc:
             log.exception("Generation %s crashed", self.message_id)
-            await self._finish(Message.Status.ERROR, f"Internal error while generating: {type(exc).__name__}")
+            await self._finish(
+                Message.Status.ERROR, _("Internal error while generating: %(error)s") % {"error": type(exc).__name__}
+            )
         finally:
             pacer.remove(self)
             await self._close_control()
@@ -211,10 +249,13 @@ class Generation:
         self.conversation = conversation
         provider = conversation.provider
         if provider is None or not provider.enabled:
-            raise llm.ProviderError("This conversation's provider is gone or disabled; pick another model.")
+            raise llm.ProviderError(_("This conversation's provider is gone or disabled; pick another model."))
         if not self.model:
             self.model = conversation.model or provider.default_model or await self._first_model(provider)
         prompt = await build_prompt(conversation, self.reply, provider, self.model)
+        if self.continuing:
+            prompt = stream_parts.continuation_prompt(prompt, self.reply)
+        self.json_mode = stream_parts.asks_for_json(conversation.params)
         if prompt.context_start_id:
             await Message.objects.filter(pk=self.message_id).aupdate(context_start_id=prompt.context_start_id)
             await self._publish("generation.context", context_start_id=prompt.context_start_id)
@@ -223,11 +264,17 @@ class Generation:
     async def _first_model(self, provider: Provider) -> str:
         models = await llm.list_models(provider)
         if not models:
-            raise llm.ProviderError("The provider lists no models.")
+            raise llm.ProviderError(_("The provider lists no models."))
         return models[0]
 
     def payload(self, prompt: Prompt) -> dict:
-        params = {k: v for k, v in self.conversation.params.items() if v not in (None, "", [])}
+        try:
+            # Checked again at send time: only settings that pass the panel's rules are sent.
+            params = request_fields(self.conversation.params)
+        except InvalidParams as exc:
+            raise llm.ProviderError(exc.message) from None
+        if self.choices is None and params.get("n", 1) != 1:
+            params.pop("n")  # one reply (a continuation): n > 1 is the ChoiceSet's business
         return {
             "model": self.model,
             "messages": prompt.messages,
@@ -236,37 +283,54 @@ class Generation:
         }
 
     async def _read(self, provider: Provider, prompt: Prompt):
-        pacer = _pacer()
-        parts = self._parts
-        batches = llm.stream_batches(provider, "/chat/completions", self.payload(prompt))
-        # aclosing: a stop that lands while the reader waits still closes the upstream request.
-        async with contextlib.aclosing(batches):
-            async for batch in batches:
-                text = False
-                for chunk in batch:
-                    if chunk.usage:
-                        self.usage = chunk.usage
-                    if chunk.model:
-                        self.model = chunk.model
-                    for choice in chunk.choices:
-                        if choice.index != 0:
-                            continue
-                        if choice.content:
-                            parts.append(choice.content)
-                            text = True
-                        if choice.finish_reason:
-                            self.finish_reason = choice.finish_reason
-                if text:
-                    if self.ttft_ms is None:
-                        self.ttft_ms = int((time.monotonic() - self.started) * 1000)
-                        # Checkpoints count from the first text (before it, only heartbeats).
-                        self.written_at = time.monotonic()
-                    self._new_text.set()  # the flusher sends it now...
-                    if not self.finish_reason:
-                        # ...and what arrives during the next window waits in the socket, to be
-                        # read, parsed and published together: one read and one delta per window,
-                        # not per chunk. (After the finish reason only usage and [DONE] are left.)
-                        await asyncio.sleep(pacer.window)
+        if self.choices is not None:
+            await self.choices.read(self, provider, prompt)  # one upstream request (or n) for all choices
+            return
+        usage = await read_stream(provider, self.payload(prompt), lambda index: self if index == 0 else None)
+        if usage:
+            self.usage = usage
+
+    def _accept(self, choice: llm.ChoiceDelta, model: str) -> bool:
+        """Take one delta of this reply's choice; True when it changed anything viewers see."""
+        if model:
+            self.model = model
+        version = self.extras.version
+        text = self.extras.feed(choice)
+        if choice.finish_reason:
+            self.finish_reason = choice.finish_reason
+            text += self.extras.finish()
+        if text:
+            self._parts.append(text)
+        changed = bool(text) or self.extras.version != version
+        if changed and self.ttft_ms is None:
+            self.ttft_ms = int((time.monotonic() - self.started) * 1000)
+            # Checkpoints count from the first token (before it, only heartbeats).
+            self.written_at = time.monotonic()
+        if text:
+            self._new_text.set()  # the flusher sends it now
+        return changed
+
+    async def _send_extras(self, *, force: bool = False, to: str = ""):
+        """Show viewers the reasoning and tool calls so far (whole: a late viewer needs no history)."""
+        version, sent_at = self._extras_sent
+        now = time.monotonic()
+        if not to and (self.extras.version == version or (not force and now - sent_at < EXTRAS_SECONDS)):
+            return
+        if not to:
+            self._extras_sent = (self.extras.version, now)
+        if not (self.extras.reasoning or self.extras.tool_calls):
+            return
+        event = {
+            "type": "generation.extras",
+            "message_id": self.message_id,
+            "reasoning": self.extras.reasoning,
+            "thinking": self.extras.thinking,
+            "tool_calls": self.extras.tool_calls,
+        }
+        if to:
+            await self.layer.send(to, event)
+        else:
+            await self.layer.group_send(self.group, event)
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -274,14 +338,18 @@ class Generation:
         await self.layer.group_send(self.group, {"type": type_, "message_id": self.message_id, **fields})
 
     async def _flush(self):
-        if not self._parts:
+        final = self._closing  # no more text: every block is finished
+        if not self._parts and (not final or self.stream.final):
             return
         text = "".join(self._parts)
         self._parts.clear()
         self._text += text
         self.flushed = len(self._text)
+        frames = self.stream.update(self._text, final=final)
+        if not text and not frames:
+            return
         self.seq += 1
-        await self._publish("generation.delta", seq=self.seq, text=text)
+        await self._publish("generation.delta", seq=self.seq, text=text, frames=frames)
 
     async def _flush_loop(self):
         """Publish new text as soon as the reader has some; the reader paces itself (see _read).
@@ -291,6 +359,11 @@ class Generation:
         while not self._closing:
             await self._new_text.wait()
             self._new_text.clear()
+            # Rendered HTML goes out at most every so often (conversations/rendering.py): gather text.
+            while not self._closing and (delay := self.stream.delay(sum(map(len, self._parts)))) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._new_text.wait(), delay)
+                self._new_text.clear()
             await self._flush()
         await self._flush()
 
@@ -310,8 +383,10 @@ class Generation:
                         "message_id": self.message_id,
                         "seq": self.seq,
                         "content": self._text,
+                        "html": self.stream.html,
                     },
                 )
+                await self._send_extras(to=event["reply_to"])
 
     async def _close_control(self):
         """Leave the control group and end the listener by a message, not by cancelling it.
@@ -332,6 +407,9 @@ class Generation:
             self._control.cancel()
 
     def stop(self):
+        if self.choices is not None:
+            self.choices.stop()  # every choice of the request, and the request itself
+            return
         self.stop_requested = True
         if self._reader is not None:
             self._reader.cancel()  # closes the upstream connection
@@ -339,31 +417,86 @@ class Generation:
     async def _record_usage(self, provider: Provider, prompt: Prompt):
         if self.usage and self.usage.completion_tokens is not None:
             return
+        # What this request generated: a continuation's earlier text is not counted again.
+        text = self.content[self._base_length :] + self.extras.new_text()
         prompt_tokens = await llm.count_tokens(provider, prompt.text)
-        completion_tokens = await llm.count_tokens(provider, self.content) if self.content else 0
+        completion_tokens = await llm.count_tokens(provider, text) if text else 0
         self.usage = llm.Usage(
             prompt_tokens if prompt_tokens is not None else llm.estimate_tokens(prompt.text),
-            completion_tokens if completion_tokens is not None else llm.estimate_tokens(self.content),
+            completion_tokens if completion_tokens is not None else llm.estimate_tokens(text),
         )
+        if self.choices is not None and self.choices.shares_prompt(self):
+            self.usage.prompt_tokens = 0  # one request for n choices: its prompt is counted on the first
         self.usage_estimated = True
 
     async def _finish(self, status: str, error: str = ""):
         _pacer().remove(self)  # no checkpoint after this
         usage = self.usage or llm.Usage()
+        parts = stream_parts.final_parts(self)
         await Message.objects.filter(pk=self.message_id).aupdate(
-            content=self.content,
+            content=parts.content,
+            reasoning=parts.reasoning,
+            reasoning_ms=parts.reasoning_ms,
+            tool_calls=parts.tool_calls,
+            logprobs=parts.logprobs,
+            json_mode=self.json_mode,
+            own_request=self.own_request,
             status=status,
             error=error,
             finish_reason=self.finish_reason or "",
             model=self.model or "",
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            usage_estimated=self.usage_estimated,
+            prompt_tokens=parts.prompt_tokens,
+            completion_tokens=parts.completion_tokens,
+            usage_estimated=parts.usage_estimated,
             ttft_ms=self.ttft_ms,
             duration_ms=int((time.monotonic() - self.started) * 1000),
             heartbeat_at=timezone.now(),
         )
-        await self._publish("generation.finished", status=status)
+        if not self._usage_recorded:
+            self._usage_recorded = True  # once per reply, even if its end is written twice
+            try:
+                await arecord_reply(
+                    user_id=self.conversation.owner_id,
+                    provider_id=self.conversation.provider_id,
+                    model=self.model or "",
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                )
+            except Exception:
+                log.exception("Could not record the usage of reply %s", self.message_id)
+        # The pages that followed the stream already show this text: they keep their copy.
+        shown = self.stream.final and self.stream.text == parts.content
+        await self._publish("generation.finished", status=status, text_shown=shown)
+        titles.after_reply(self, status)  # names the conversation in the background after its first exchange
+
+
+async def read_stream(provider: Provider, payload: dict, route) -> llm.Usage | None:
+    """Stream one request, handing each choice's deltas to the Generation `route(index)` names.
+
+    Returns the request's usage, if the provider sent it. After a read that brought anything,
+    the reader waits one coalescing window, so what arrives meanwhile waits in the socket to be
+    read, parsed and published together: one read and one delta per window, not per chunk.
+    """
+    pacer = _pacer()
+    usage = None
+    batches = llm.stream_batches(provider, "/chat/completions", payload)
+    # aclosing: a stop that lands while the reader waits still closes the upstream request.
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            changed: dict[int, Generation] = {}
+            for chunk in batch:
+                if chunk.usage:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    generation = route(choice.index)
+                    if generation is not None and generation._accept(choice, chunk.model):
+                        changed[generation.message_id] = generation
+            for generation in changed.values():
+                await generation._send_extras(force=bool(generation.finish_reason))
+            # After the finish reasons only usage and [DONE] are left: no need to wait.
+            if changed and not all(g.finish_reason for g in changed.values()):
+                await asyncio.sleep(pacer.window)
+    return usage
 
 
 class _Pacer:
@@ -415,11 +548,15 @@ class _Pacer:
             if generation._closing:
                 continue  # its final save is on the way
             since = now - generation.written_at
-            if since >= settings.CHECKPOINT_SECONDS and (
-                generation.written != generation.flushed or since >= HEARTBEAT_SECONDS
-            ):
-                generation.written, generation.written_at = generation.flushed, now
-                self._pending[generation.message_id] = generation._text
+            # Progress: the text sent out, plus the reasoning and tool calls received.
+            progress = generation.flushed + generation.extras.size
+            if since >= settings.CHECKPOINT_SECONDS and (generation.written != progress or since >= HEARTBEAT_SECONDS):
+                generation.written, generation.written_at = progress, now
+                self._pending[generation.message_id] = (
+                    generation._text,
+                    generation.extras.reasoning,
+                    generation.extras.tool_calls or None,
+                )
         if self._pending and (self._writer is None or self._writer.done()):
             self._writer = asyncio.create_task(self._write(), name="generation-checkpoints")
 
@@ -432,7 +569,7 @@ class _Pacer:
                 log.exception("Could not checkpoint %d streaming replies", len(batch))
 
 
-def _write_checkpoints(batch: dict[int, str]):
+def _write_checkpoints(batch: dict[int, tuple[str, str, list | None]]):
     """One statement (executemany) in one transaction for many replies.
 
     Only a reply still streaming is written: a checkpoint that lands after the final save must
@@ -440,13 +577,19 @@ def _write_checkpoints(batch: dict[int, str]):
     """
     meta = Message._meta
     quote = connection.ops.quote_name
-    column = {name: quote(meta.get_field(name).column) for name in ("id", "content", "heartbeat_at", "status")}
+    names = ("id", "content", "reasoning", "tool_calls", "heartbeat_at", "status")
+    column = {name: quote(meta.get_field(name).column) for name in names}
     sql = (
-        f"UPDATE {quote(meta.db_table)} SET {column['content']} = %s, {column['heartbeat_at']} = %s "
+        f"UPDATE {quote(meta.db_table)} SET {column['content']} = %s, {column['reasoning']} = %s, "
+        f"{column['tool_calls']} = %s, {column['heartbeat_at']} = %s "
         f"WHERE {column['id']} = %s AND {column['status']} = %s"
     )
     now = meta.get_field("heartbeat_at").get_db_prep_value(timezone.now(), connection)
-    rows = [(content, now, message_id, Message.Status.STREAMING.value) for message_id, content in batch.items()]
+    calls, streaming = meta.get_field("tool_calls"), Message.Status.STREAMING.value
+    rows = [
+        (content, reasoning, calls.get_db_prep_value(tool_calls, connection), now, message_id, streaming)
+        for message_id, (content, reasoning, tool_calls) in batch.items()
+    ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(sql, rows)
 

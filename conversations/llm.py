@@ -20,6 +20,7 @@ from html import unescape
 import httpx
 from django.conf import settings
 from django.core.cache import cache
+from django.utils.translation import gettext
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +58,22 @@ class ProviderHTTPError(ProviderError):
     @property
     def user_message(self) -> str:
         if self.code == "context_length_exceeded" or "context length" in self.message.lower():
-            return (
+            return gettext(
                 "This conversation no longer fits in the model's context window, even after leaving "
                 "out older messages. Shorten your message, lower max_tokens, or start a new chat. "
-                f"(Provider said: {self.message})"
-            )
+                "(Provider said: %(message)s)"
+            ) % {"message": self.message}
         prefix = {
-            401: "The provider rejected the API key (HTTP 401).",
-            403: "The provider refused access (HTTP 403).",
-            404: "The provider does not know this model or endpoint (HTTP 404).",
-            429: "The provider is rate limiting or out of quota (HTTP 429). Wait a moment and retry.",
+            401: gettext("The provider rejected the API key (HTTP 401)."),
+            403: gettext("The provider refused access (HTTP 403)."),
+            404: gettext("The provider does not know this model or endpoint (HTTP 404)."),
+            429: gettext("The provider is rate limiting or out of quota (HTTP 429). Wait a moment and retry."),
         }.get(self.status or 0)
         if prefix is None:
             if (self.status or 0) >= 500:
-                prefix = f"The provider had an internal error (HTTP {self.status})."
+                prefix = gettext("The provider had an internal error (HTTP %(status)s).") % {"status": self.status}
             else:
-                prefix = f"The provider refused the request (HTTP {self.status})."
+                prefix = gettext("The provider refused the request (HTTP %(status)s).") % {"status": self.status}
         return f"{prefix} {self.message}".strip()
 
 
@@ -83,7 +84,7 @@ class StreamError(ProviderError):
 
     @property
     def user_message(self) -> str:
-        return f"The provider reported an error while replying: {self.message}"
+        return gettext("The provider reported an error while replying: %(message)s") % {"message": self.message}
 
 
 class StreamInterrupted(ProviderError):
@@ -187,11 +188,24 @@ class Usage:
 
 
 @dataclass
+class ToolCallDelta:
+    """A fragment of one tool call: `index` says which call; name and arguments arrive in pieces."""
+
+    index: int = 0
+    id: str = ""
+    type: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass
 class ChoiceDelta:
     index: int = 0
     content: str = ""
     reasoning: str = ""
-    tool_calls: list = field(default_factory=list)
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    # Per token: {"token", "logprob", "top": [{"token", "logprob"}...]}, plus "offset" for completions.
+    logprobs: list[dict] = field(default_factory=list)
     finish_reason: str | None = None
 
 
@@ -202,19 +216,95 @@ class Chunk:
     model: str = ""
 
 
+def _text(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _int(value, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def parse_tool_calls(raw) -> list[ToolCallDelta]:
+    calls = []
+    for position, item in enumerate(raw if isinstance(raw, list) else []):
+        if not isinstance(item, dict):
+            continue
+        function = item.get("function") if isinstance(item.get("function"), dict) else {}
+        calls.append(
+            ToolCallDelta(
+                index=_int(item.get("index"), position),
+                id=_text(item.get("id")),
+                type=_text(item.get("type")),
+                name=_text(function.get("name")),
+                arguments=_text(function.get("arguments")),
+            )
+        )
+    return calls
+
+
+def parse_logprobs(raw) -> list[dict]:
+    """Token log-probabilities in one shape for both endpoints.
+
+    Chat: {"content": [{"token", "logprob", "top_logprobs": [{"token", "logprob"}]}]}.
+    Completions: {"tokens", "token_logprobs", "top_logprobs": [{token: logprob}], "text_offset"}.
+    """
+    if not isinstance(raw, dict):
+        return []
+    tokens = []
+    if isinstance(raw.get("content"), list):
+        for item in raw["content"]:
+            if not isinstance(item, dict):
+                continue
+            top = [
+                {"token": _text(alt.get("token")), "logprob": _number(alt.get("logprob"))}
+                for alt in item.get("top_logprobs") or []
+                if isinstance(alt, dict)
+            ]
+            tokens.append({"token": _text(item.get("token")), "logprob": _number(item.get("logprob")), "top": top})
+    elif isinstance(raw.get("tokens"), list):
+        logprobs = raw.get("token_logprobs") or []
+        tops = raw.get("top_logprobs") or []
+        offsets = raw.get("text_offset") or []
+        for i, token in enumerate(raw["tokens"]):
+            top = tops[i] if i < len(tops) and isinstance(tops[i], dict) else {}
+            entry = {
+                "token": _text(token),
+                "logprob": _number(logprobs[i]) if i < len(logprobs) else None,
+                "top": sorted(
+                    ({"token": str(t), "logprob": _number(lp)} for t, lp in top.items()),
+                    key=lambda alt: alt["logprob"] if alt["logprob"] is not None else float("-inf"),
+                    reverse=True,
+                ),
+            }
+            if i < len(offsets) and isinstance(offsets[i], int):
+                entry["offset"] = offsets[i]
+            tokens.append(entry)
+    return tokens
+
+
 def parse_chunk(obj: dict) -> Chunk:
     choices = []
     for raw in obj.get("choices") or []:
-        delta = raw.get("delta") or {}
+        if not isinstance(raw, dict):
+            continue
+        # Streams send a delta; whole (non-streamed) answers a message.
+        delta = raw.get("delta") or raw.get("message") or {}
+        if not isinstance(delta, dict):
+            delta = {}
         # /v1/completions streams {"text": ...} instead of a delta.
         content = delta.get("content") if delta else raw.get("text")
         choices.append(
             ChoiceDelta(
-                index=raw.get("index") or 0,
-                content=content or "",
-                reasoning=delta.get("reasoning_content") or delta.get("reasoning") or "",
-                tool_calls=delta.get("tool_calls") or [],
-                finish_reason=raw.get("finish_reason"),
+                index=_int(raw.get("index")),
+                content=_text(content),
+                reasoning=_text(delta.get("reasoning_content")) or _text(delta.get("reasoning")),
+                tool_calls=parse_tool_calls(delta.get("tool_calls")),
+                logprobs=parse_logprobs(raw.get("logprobs")),
+                finish_reason=raw.get("finish_reason") or None,
             )
         )
     usage = None
@@ -269,13 +359,15 @@ def error_from_response(status: int, body: bytes, content_type: str, provider) -
     if not message:
         if "html" in content_type or text.lower().startswith(("<!doctype", "<html")):
             title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
-            message = "It answered with an HTML page" + (
-                f" titled “{' '.join(unescape(title.group(1)).split())[:120]}”." if title else "."
-            )
+            if title:
+                title_text = " ".join(unescape(title.group(1)).split())[:120]
+                message = gettext("It answered with an HTML page titled “%(title)s”.") % {"title": title_text}
+            else:
+                message = gettext("It answered with an HTML page.")
         elif text:
             message = " ".join(text.split())[:300]
         else:
-            message = "It gave no details."
+            message = gettext("It gave no details.")
     return ProviderHTTPError(_redact(message, provider), status=status, code=code)
 
 
@@ -356,21 +448,34 @@ async def stream_batches(provider, path: str, payload: dict) -> AsyncIterator[li
         except httpx.TimeoutException as exc:
             raise ProviderTimeout(_timeout_message(exc)) from exc
         except (httpx.ConnectError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            raise ProviderUnreachable(
-                f"Could not connect to the provider at {provider.endpoint} ({type(exc).__name__})."
-            ) from exc
+            raise ProviderUnreachable(_unreachable_message(provider, exc)) from exc
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            raise StreamInterrupted("The provider closed the connection before the reply was complete.") from exc
+            raise StreamInterrupted(
+                gettext("The provider closed the connection before the reply was complete.")
+            ) from exc
         except httpx.DecodingError as exc:
-            raise BadResponse("The provider's answer could not be decoded.") from exc
+            raise BadResponse(gettext("The provider's answer could not be decoded.")) from exc
         except httpx.TransportError as exc:
-            raise ProviderUnreachable(f"The connection to the provider failed ({type(exc).__name__}).") from exc
+            raise ProviderUnreachable(
+                gettext("The connection to the provider failed (%(error)s).") % {"error": type(exc).__name__}
+            ) from exc
 
 
 def _timeout_message(exc: httpx.TimeoutException) -> str:
     if isinstance(exc, httpx.ConnectTimeout):
-        return f"The provider did not accept the connection within {settings.LLM_CONNECT_TIMEOUT} s."
-    return f"The provider sent nothing for {settings.LLM_READ_TIMEOUT} s, so the request was abandoned."
+        return gettext("The provider did not accept the connection within %(seconds)s s.") % {
+            "seconds": settings.LLM_CONNECT_TIMEOUT
+        }
+    return gettext("The provider sent nothing for %(seconds)s s, so the request was abandoned.") % {
+        "seconds": settings.LLM_READ_TIMEOUT
+    }
+
+
+def _unreachable_message(provider, exc: Exception) -> str:
+    return gettext("Could not connect to the provider at %(endpoint)s (%(error)s).") % {
+        "endpoint": provider.endpoint,
+        "error": type(exc).__name__,
+    }
 
 
 async def _read_batches(response: httpx.Response, provider) -> AsyncIterator[list[Chunk]]:
@@ -411,7 +516,7 @@ async def _read_batches(response: httpx.Response, provider) -> AsyncIterator[lis
     if batch:
         yield batch
     if not done and not finished:
-        raise StreamInterrupted("The provider's stream ended before the reply was complete.")
+        raise StreamInterrupted(gettext("The provider's stream ended before the reply was complete."))
 
 
 def _decode_event(event: SSEEvent, provider) -> Chunk | None:
@@ -424,12 +529,12 @@ def _decode_event(event: SSEEvent, provider) -> Chunk | None:
     try:
         obj = json.loads(data)
     except ValueError:
-        raise BadResponse(f"The provider sent data that is not JSON: {data[:80]!r}") from None
+        raise BadResponse(gettext("The provider sent data that is not JSON: %(data)r") % {"data": data[:80]}) from None
     if not isinstance(obj, dict):
-        raise BadResponse("The provider sent an unexpected event.")
+        raise BadResponse(gettext("The provider sent an unexpected event."))
     if obj.get("error") or event.event == "error":
         message, code = _error_fields(obj)
-        raise StreamError(_redact(message or "unknown error", provider), code=code)
+        raise StreamError(_redact(message or gettext("unknown error"), provider), code=code)
     return parse_chunk(obj)
 
 
@@ -440,9 +545,7 @@ async def post_json(provider, path: str, payload: dict) -> dict:
     except httpx.TimeoutException as exc:
         raise ProviderTimeout(_timeout_message(exc)) from exc
     except httpx.TransportError as exc:
-        raise ProviderUnreachable(
-            f"Could not connect to the provider at {provider.endpoint} ({type(exc).__name__})."
-        ) from exc
+        raise ProviderUnreachable(_unreachable_message(provider, exc)) from exc
     if response.status_code >= 400:
         raise error_from_response(
             response.status_code, response.content, response.headers.get("content-type", ""), provider
@@ -450,7 +553,7 @@ async def post_json(provider, path: str, payload: dict) -> dict:
     try:
         obj = response.json()
     except ValueError:
-        raise BadResponse("The provider's answer is not JSON.") from None
+        raise BadResponse(gettext("The provider's answer is not JSON.")) from None
     if isinstance(obj, dict) and obj.get("error"):
         message, code = _error_fields(obj)
         raise ProviderHTTPError(_redact(message, provider), status=response.status_code, code=code)
@@ -468,9 +571,7 @@ async def list_models(provider) -> list[str]:
     except httpx.TimeoutException as exc:
         raise ProviderTimeout(_timeout_message(exc)) from exc
     except httpx.TransportError as exc:
-        raise ProviderUnreachable(
-            f"Could not connect to the provider at {provider.endpoint} ({type(exc).__name__})."
-        ) from exc
+        raise ProviderUnreachable(_unreachable_message(provider, exc)) from exc
     if response.status_code >= 400:
         raise error_from_response(
             response.status_code, response.content, response.headers.get("content-type", ""), provider
@@ -479,7 +580,7 @@ async def list_models(provider) -> list[str]:
         data = response.json().get("data", [])
         models = sorted(str(item["id"]) for item in data if isinstance(item, dict) and item.get("id"))
     except (ValueError, AttributeError, KeyError):
-        raise BadResponse("The provider's model list is not in the OpenAI format.") from None
+        raise BadResponse(gettext("The provider's model list is not in the OpenAI format.")) from None
     await cache.aset(key, models, settings.MODELS_CACHE_SECONDS)
     return models
 

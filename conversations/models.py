@@ -1,9 +1,10 @@
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_noop
 from django.utils.translation import gettext_lazy as _
 
 BUNDLED_NAME = "Bundled SmolLM2"
@@ -111,9 +112,57 @@ class ConversationQuerySet(models.QuerySet):
     def for_user(self, user):
         return self.filter(owner=user)
 
-    def sidebar(self, size: int = 100):
-        """Conversations shown in the sidebar, newest first: those that have been written in."""
-        return self.exclude(title="").only("code", "title")[:size]
+    def sidebar(self, *, after: str | None = None, archived: bool = False, size: int = 50) -> "SidebarPage":
+        """One page of the sidebar: conversations that have been written in, pinned first, then newest first.
+
+        Pages after the first are found by keyset (`after`, the cursor of the last row shown), so
+        every page costs the same however long the list is. Archived conversations are listed
+        only in their own view (`archived=True`), and there without a pinned group.
+        """
+        # `__in=[...]`, not `=`: SQLite gets `archived IN (0)`, which can use conv_sidebar_idx; Django
+        # writes `archived=False` as `NOT archived`, which cannot (4 ms instead of 0.05 ms at 10,000 rows).
+        shown = self.exclude(title="").filter(archived__in=[archived])
+        shown = shown.only("code", "title", "pinned", "archived", "updated_at").order_by("-updated_at", "-pk")
+        pinned = []
+        if not archived:
+            if after is None:
+                pinned = list(shown.filter(pinned__in=[True]))
+            shown = shown.filter(pinned__in=[False])
+        if after is not None:
+            updated_at, pk = SidebarPage.parse_cursor(after)
+            shown = shown.filter(models.Q(updated_at__lt=updated_at) | models.Q(updated_at=updated_at, pk__lt=pk))
+        rows = list(shown[: size + 1])
+        more = len(rows) > size
+        rows = rows[:size]
+        return SidebarPage(pinned, rows, SidebarPage.cursor_of(rows[-1]) if more else None, archived)
+
+
+class SidebarPage:
+    """Rows of the sidebar (pinned ones first), and the cursor of the next page, if there is one."""
+
+    _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+    def __init__(self, pinned: list, recent: list, next_cursor: str | None, archived: bool):
+        self.pinned, self.recent, self.next_cursor, self.archived = pinned, recent, next_cursor, archived
+
+    def __iter__(self):
+        yield from self.pinned
+        yield from self.recent
+
+    def __len__(self):
+        return len(self.pinned) + len(self.recent)
+
+    @classmethod
+    def cursor_of(cls, conversation) -> str:
+        return f"{(conversation.updated_at - cls._EPOCH) // timedelta(microseconds=1)}.{conversation.pk}"
+
+    @classmethod
+    def parse_cursor(cls, cursor: str):
+        """(updated_at, pk) of a cursor; ValueError if it is not one."""
+        micros, _, pk = cursor.partition(".")
+        if not (micros.isdigit() and pk.isdigit()) or len(micros) > 20:
+            raise ValueError("Not a sidebar cursor")
+        return cls._EPOCH + timedelta(microseconds=int(micros)), int(pk)
 
 
 class Conversation(models.Model):
@@ -121,9 +170,17 @@ class Conversation(models.Model):
         CHAT = "chat", _("Chat")
         COMPLETION = "completion", _("Text completion")
 
+    class TitleSource(models.TextChoices):
+        AUTO = "auto", _("First words (the model may still name it)")
+        WORDS = "words", _("First words")
+        MODEL = "model", _("Named by the model")
+        USER = "user", _("Named by the user")
+
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     title = models.CharField(max_length=200, blank=True)
+    # Who chose the title: a model-generated title never replaces one the user typed.
+    title_source = models.CharField(max_length=10, choices=TitleSource.choices, default=TitleSource.AUTO)
     provider = models.ForeignKey(Provider, null=True, blank=True, on_delete=models.SET_NULL)
     model = models.CharField(max_length=200, blank=True)
     mode = models.CharField(max_length=20, choices=Mode.choices, default=Mode.CHAT)
@@ -145,7 +202,13 @@ class Conversation(models.Model):
 
     class Meta:
         ordering = ["-updated_at"]
-        indexes = [models.Index(fields=["owner", "-updated_at"])]
+        indexes = [
+            models.Index(fields=["owner", "-updated_at"]),
+            models.Index(fields=["owner", "archived", "pinned", "-updated_at"], name="conv_sidebar_idx"),
+            # The review list (admin): its model filter and the flagged ones (see docs/performance.md).
+            models.Index(fields=["model", "-updated_at"], name="conv_review_model_idx"),
+            models.Index(fields=["-updated_at"], condition=models.Q(flagged=True), name="conv_review_flagged_idx"),
+        ]
         permissions = [("review_conversation", _("Can review conversations"))]
 
     def __str__(self):
@@ -169,25 +232,65 @@ class Conversation(models.Model):
         Each message learns which version it is among its siblings (`version` of `versions`) and
         the ids of the `previous_version` and `next_version`.
         """
-        messages = list(self.messages.all())
-        if not messages:
-            return []
-        by_id = {m.pk: m for m in messages}
+        path, versions = self._path_to(leaf_id)
+        return self._fetch(path, versions)
+
+    def branch_page(self, leaf_id: int | None, *, before: int | None = None, size: int = 40):
+        """The newest `size` messages of the branch to `leaf_id` (else the newest), oldest first.
+
+        With `before`, the `size` ancestors of that message instead (the next older page).
+        Returns (messages, has_older). Only the rows shown are read in full.
+        """
+        if before is not None:
+            path, versions = self._path_to(before, exact=True)
+            path = path[:-1]
+        else:
+            path, versions = self._path_to(leaf_id)
+        return self._fetch(path[-size:], versions), len(path) > size
+
+    def _path_to(self, leaf_id: int | None, *, exact: bool = False) -> tuple[list[int], dict]:
+        """Ids of the branch to `leaf_id` (else the newest; with `exact`, no branch), oldest first.
+
+        Reads only (id, parent) pairs. Also returns, for each id on it, its version numbers.
+        """
+        rows = list(self.messages.order_by("pk").values_list("pk", "parent_id"))
+        if not rows:
+            return [], {}
+        parent_of = dict(rows)
         children: dict[int | None, list[int]] = {}
-        for m in messages:
-            children.setdefault(m.parent_id, []).append(m.pk)
-        node = by_id.get(leaf_id) if leaf_id else None
-        node = node or messages[-1]
-        path = []
-        while node is not None:
-            versions = children[node.parent_id]
-            index = versions.index(node.pk)
-            node.version, node.versions = index + 1, len(versions)
-            node.previous_version = versions[index - 1] if index else None
-            node.next_version = versions[index + 1] if index + 1 < len(versions) else None
+        for pk, parent_id in rows:
+            children.setdefault(parent_id, []).append(pk)
+        if leaf_id in parent_of:
+            node = leaf_id
+        elif exact:
+            return [], {}
+        else:
+            node = rows[-1][0]
+        path, versions = [], {}
+        while node in parent_of:
+            siblings = children[parent_of[node]]
+            index = siblings.index(node)
+            versions[node] = (
+                index + 1,
+                len(siblings),
+                siblings[index - 1] if index else None,
+                siblings[index + 1] if index + 1 < len(siblings) else None,
+            )
             path.append(node)
-            node = by_id.get(node.parent_id)
-        return path[::-1]
+            node = parent_of[node]
+        return path[::-1], versions
+
+    def _fetch(self, path: list[int], versions: dict) -> list["Message"]:
+        by_id = self.messages.in_bulk(path)
+        messages = [by_id[pk] for pk in path]
+        for m in messages:
+            m.version, m.versions, m.previous_version, m.next_version = versions[m.pk]
+        return Message.annotate_for_display(messages)
+
+    def shown_message(self, message_id: int) -> "Message | None":
+        """That message with its version numbers, if it is on the branch shown; else None."""
+        path, versions = self._path_to(self.active_leaf_id)
+        return self._fetch([message_id], versions)[0] if message_id in versions else None
 
     @staticmethod
     def title_from(text: str) -> str:
@@ -225,11 +328,11 @@ class Conversation(models.Model):
         """
         self._lock()
         if replacing is not None:
-            parent = replacing.parent
+            parent_id = replacing.parent_id
         else:
-            branch = self.branch_to(Conversation.objects.values_list("active_leaf", flat=True).get(pk=self.pk))
-            parent = branch[-1] if branch else None
-        user_message = self.messages.create(role=Message.Role.USER, content=text, parent=parent)
+            path, _versions = self._path_to(Conversation.objects.values_list("active_leaf", flat=True).get(pk=self.pk))
+            parent_id = path[-1] if path else None
+        user_message = self.messages.create(role=Message.Role.USER, content=text, parent_id=parent_id)
         reply = self.messages.create(
             role=Message.Role.ASSISTANT, parent=user_message, status=Message.Status.STREAMING, model=model
         )
@@ -265,7 +368,10 @@ class Busy(Exception):
     """A reply is already being generated in this conversation."""
 
 
-INTERRUPTED_ERROR = "The server stopped while this reply was being written; the text above is what was saved."
+# Saved in the language of whoever finds the reply interrupted (English when runchat starts up).
+INTERRUPTED_ERROR = gettext_noop(
+    "The server stopped while this reply was being written; the text above is what was saved."
+)
 
 
 class MessageQuerySet(models.QuerySet):
@@ -275,10 +381,10 @@ class MessageQuerySet(models.QuerySet):
 
     def mark_interrupted(self) -> int:
         """Mark replies whose process died as interrupted, keeping their checkpointed text."""
-        return self.update(status=Message.Status.INTERRUPTED, error=INTERRUPTED_ERROR)
+        return self.update(status=Message.Status.INTERRUPTED, error=gettext(INTERRUPTED_ERROR))
 
     async def amark_interrupted(self) -> int:
-        return await self.aupdate(status=Message.Status.INTERRUPTED, error=INTERRUPTED_ERROR)
+        return await self.aupdate(status=Message.Status.INTERRUPTED, error=gettext(INTERRUPTED_ERROR))
 
 
 class Message(models.Model):
@@ -304,8 +410,16 @@ class Message(models.Model):
     tool_calls = models.JSONField(null=True, blank=True)
     # Per token: {"token", "logprob", "top": [{"token", "logprob"}...]} (and "offset" for completions).
     logprobs = models.JSONField(null=True, blank=True)
+    # A text-completion run (its prompt message): the parameters it was sent with and how it went.
+    run = models.JSONField(null=True, blank=True)
     tool_call_id = models.CharField(max_length=200, blank=True)
     choice_index = models.PositiveSmallIntegerField(default=0)
+    # One of the n choices of a reply, shown side by side until the user picks one to go on with.
+    choices_open = models.BooleanField(default=False)
+    # Made by a request of its own: the provider answers n > 1 with one choice, so the app asked n times.
+    own_request = models.BooleanField(default=False)
+    # Asked for as JSON (response_format json_object or json_schema): shown pretty-printed.
+    json_mode = models.BooleanField(default=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.COMPLETE)
     finish_reason = models.CharField(max_length=40, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -345,6 +459,48 @@ class Message(models.Model):
             self.Status.STOPPED,
         )
 
+    @staticmethod
+    def annotate_for_display(messages: list["Message"]) -> list["Message"]:
+        """Give messages what the page shows about them beyond their fields (conversations/choices.py).
+
+        `open_choices`: the n choices a reply is one of, while the user has not picked one (else []).
+        `can_continue`: cut off by max_tokens and nothing after it yet. `can_answer_tools`: it called
+        tools and no results were entered yet.
+        """
+        for message in messages:
+            message.open_choices = []
+        shown = list(messages)
+        open_ones = [m for m in messages if m.choices_open]
+        if open_ones:
+            rows = list(
+                Message.objects.filter(
+                    conversation_id=open_ones[0].conversation_id,
+                    parent_id__in=[m.parent_id for m in open_ones],
+                    choices_open=True,
+                ).order_by("choice_index", "pk")
+            )
+            for message in open_ones:
+                batch = [message if row.pk == message.pk else row for row in rows if row.parent_id == message.parent_id]
+                for member in batch:
+                    member.open_choices = batch
+                shown += [m for m in batch if m is not message]
+        done = [
+            m
+            for m in shown
+            if m.role == Message.Role.ASSISTANT
+            and m.status == Message.Status.COMPLETE
+            and (m.finish_reason == "length" or m.tool_calls)
+        ]
+        answered = set()
+        if done:
+            children = Message.objects.filter(parent_id__in=[m.pk for m in done])
+            answered = set(children.values_list("parent_id", flat=True))
+        for m in shown:
+            leaf = m in done and m.pk not in answered
+            m.can_continue = leaf and m.finish_reason == "length" and not m.tool_calls
+            m.can_answer_tools = leaf and bool(m.tool_calls)
+        return messages
+
     @property
     def total_tokens(self):
         if self.prompt_tokens is None and self.completion_tokens is None:
@@ -383,7 +539,7 @@ class Profile(models.Model):
     allowed_models = models.TextField(blank=True)
 
     def __str__(self):
-        return f"Profile of {self.user}"
+        return gettext("Profile of %(user)s") % {"user": self.user}
 
 
 class Usage(models.Model):
@@ -401,7 +557,15 @@ class Usage(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["user", "day", "model", "provider_name"], name="unique_usage_row")
         ]
-        indexes = [models.Index(fields=["day"]), models.Index(fields=["user", "day"])]
+        indexes = [
+            # Covering: the usage dashboard's sums over a range of days read only this index.
+            models.Index(
+                fields=["day", "user", "model", "provider_name", "prompt_tokens", "completion_tokens", "messages"],
+                name="usage_dashboard_idx",
+            ),
+            models.Index(fields=["user", "day"]),
+        ]
+        verbose_name = verbose_name_plural = _("usage")
 
     def __str__(self):
         return f"{self.user} {self.day} {self.model}"

@@ -11,7 +11,7 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.test import Client
 
-from conversations import llm
+from conversations import choices, llm
 from conversations.models import Conversation, Provider
 
 from .fake_provider import FakeProvider
@@ -46,7 +46,7 @@ def forget_cached_model_lists():
     store = caches["default"]
     if isinstance(store, RedisCache):
         client = store._cache.get_client(write=True)
-        keys = list(client.scan_iter(match="*llm:models:*"))
+        keys = list(client.scan_iter(match="*llm:models:*")) + list(client.scan_iter(match="*llm:single-choice:*"))
         if keys:
             client.delete(*keys)
     else:
@@ -59,6 +59,7 @@ def fake(fake_server):
     fake_server.reset()
     forget_cached_model_lists()
     llm._stream_usage_rejected.clear()
+    choices._single_choice.clear()  # providers found to ignore n (conversations/choices.py)
     yield fake_server
     fake_server.reset()
 

@@ -7,6 +7,10 @@ middle of a stream, HTTP errors with JSON, HTML or empty bodies, refusals and si
 
 Tests queue responses with `push()`; with none queued it echoes the last user message.
 Every request it received is in `requests` (method, path, headers, JSON body).
+
+Requests for a conversation title (conversations/titles.py) have their own queue, `push_title()`,
+and are left out of `completions()`: with no title queued they get an HTTP 500, so the first
+words stay the title and tests about other things see no title traffic.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Reply:
     status: int = 200
     body: bytes = b""
     content_type: str = "application/json"
+    delay: float = 0.0  # seconds before answering
 
 
 @dataclass
@@ -62,19 +67,72 @@ class Close:
     """Close the connection without answering."""
 
 
-def chunk(content=None, *, finish=None, index=0, reasoning=None, tool_calls=None, usage=None, choices=True):
+def chunk(
+    content=None,
+    *,
+    finish=None,
+    index=0,
+    reasoning=None,
+    tool_calls=None,
+    usage=None,
+    choices=True,
+    logprobs=None,
+    reasoning_key="reasoning_content",
+):
     delta = {}
     if content is not None:
         delta["content"] = content
     if reasoning is not None:
-        delta["reasoning_content"] = reasoning
+        delta[reasoning_key] = reasoning  # "reasoning_content" (DeepSeek, vLLM) or "reasoning" (OpenRouter, Ollama)
     if tool_calls is not None:
         delta["tool_calls"] = tool_calls
     obj = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": "fake-model"}
     obj["choices"] = [{"index": index, "delta": delta, "finish_reason": finish}] if choices else []
+    if logprobs is not None and choices:
+        obj["choices"][0]["logprobs"] = logprobs
     if usage is not None:
         obj["usage"] = usage
     return obj
+
+
+def choices_stream(texts: list[list[str]], *, finish="stop", usage=None) -> list[bytes]:
+    """n choices in one stream, their pieces interleaved (choice 0, 1, ..., then the next pieces)."""
+    objs = []
+    for step in range(max(len(parts) for parts in texts)):
+        for index, parts in enumerate(texts):
+            if step < len(parts):
+                objs.append(chunk(parts[step], index=index))
+    finishes = finish if isinstance(finish, list) else [finish] * len(texts)
+    objs += [chunk(finish=reason, index=index) for index, reason in enumerate(finishes)]
+    if usage is not None:
+        objs.append(chunk(usage=usage, choices=False))
+    return sse(objs)
+
+
+def tool_call_delta(index, *, id=None, name=None, arguments=None):  # noqa: A002 - the API's field name
+    """One fragment of a streamed tool call (the first usually has its id and name)."""
+    call = {"index": index}
+    if id is not None:
+        call["id"] = id
+        call["type"] = "function"
+    function = {}
+    if name is not None:
+        function["name"] = name
+    if arguments is not None:
+        function["arguments"] = arguments
+    if function:
+        call["function"] = function
+    return call
+
+
+def chat_logprobs(tokens: list[tuple[str, float]], top: int = 2) -> dict:
+    """Chat-style logprobs for (token, logprob) pairs; each has `top` alternatives ("alt<k>")."""
+    content = []
+    for token, logprob in tokens:
+        alternatives = [{"token": token, "logprob": logprob, "bytes": None}]
+        alternatives += [{"token": f"alt{k}", "logprob": logprob - k, "bytes": None} for k in range(1, top)]
+        content.append({"token": token, "logprob": logprob, "bytes": None, "top_logprobs": alternatives[:top]})
+    return {"content": content, "refusal": None}
 
 
 def sse(objs, *, done=True, eol="\n", space=True) -> list[bytes]:
@@ -93,11 +151,106 @@ def text_stream(parts, *, finish="stop", usage=None, **kwargs) -> list[bytes]:
     return sse(objs, **kwargs)
 
 
+def completion_chunk(text=None, *, index=0, logprobs=None, finish=None, usage=None, choices=True):
+    """One chunk of a streamed /v1/completions answer (`choices[].text`, completion-style logprobs)."""
+    obj = {"id": "cmpl-fake", "object": "text_completion", "created": 0, "model": "fake-model"}
+    choice = {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish}
+    obj["choices"] = [choice] if choices else []
+    if usage is not None:
+        obj["usage"] = usage
+    return obj
+
+
+def words_of(text: str) -> list[str]:
+    """The fake's tokens: words, each with the space that follows it."""
+    words = [w + " " for w in text.split(" ")]
+    words[-1] = words[-1].rstrip(" ")
+    return [w for w in words if w]
+
+
+def token_logprobs(tokens: list[str], start: int, top: int, *, first_none=False, position=0) -> dict:
+    """Completion-style logprobs for `tokens` whose text begins at offset `start`.
+
+    The token at `position` + j gets logprob -0.25 * ((position + j) % 8); its `top` alternatives
+    are itself and "alt<k>" tokens.
+    """
+    offsets, logprobs, tops = [], [], []
+    for j, token in enumerate(tokens, position):
+        offsets.append(start)
+        start += len(token)
+        logprob = -0.25 * (j % 8)
+        alternatives = {token: logprob, **{f"alt{k}": logprob - k for k in range(1, top)}}
+        logprobs.append(logprob)
+        tops.append(dict(list(alternatives.items())[:top]))
+    if first_none and tokens:
+        logprobs[0], tops[0] = None, None
+    return {"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets}
+
+
+def fake_completion(body: dict, *, pace: float = 0.0):
+    """The default /v1/completions answer: "You said: <prompt>" per choice, honouring n, max_tokens
+    (in words), echo (the prompt first), logprobs (text_offset counted from the prompt's start, as
+    OpenAI does) and stream; choice i > 0 starts with "Choice i:".
+    """
+    prompt = body.get("prompt") or ""
+    n = body.get("n") or 1
+    top = body.get("logprobs")
+    max_tokens = body.get("max_tokens")
+    usage = {"prompt_tokens": len(words_of(prompt)), "completion_tokens": 0, "total_tokens": 0}
+    choices = []
+    for index in range(n):
+        tokens = words_of(("" if index == 0 else f"Choice {index}: ") + f"You said: {prompt}")
+        finish = "stop"
+        if max_tokens is not None and len(tokens) > max_tokens:
+            tokens, finish = tokens[:max_tokens], "length"
+        usage["completion_tokens"] += len(tokens)
+        echoed = words_of(prompt) if body.get("echo") else []
+        choices.append((index, echoed, tokens, finish))
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+
+    def logprobs_for(tokens, start, first_none=False, position=0):
+        if top is None:
+            return None
+        return token_logprobs(tokens, start, top, first_none=first_none, position=position)
+
+    if not body.get("stream"):
+        answer = []
+        for index, echoed, tokens, finish in choices:
+            logprobs = logprobs_for(echoed + tokens, 0 if echoed else len(prompt), first_none=bool(echoed))
+            text = "".join(echoed + tokens)
+            answer.append({"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish})
+        obj = {"id": "cmpl-fake", "object": "text_completion", "model": body.get("model", "fake-model")}
+        return Reply(200, json.dumps({**obj, "choices": answer, "usage": usage}).encode())
+    objs = []
+    for index, echoed, _tokens, _finish in choices:
+        if echoed:  # the whole prompt first, in one chunk
+            objs.append(completion_chunk("".join(echoed), index=index, logprobs=logprobs_for(echoed, 0, True)))
+    longest = max(len(tokens) for _i, _e, tokens, _f in choices)
+    for j in range(longest):
+        for index, _echoed, tokens, _finish in choices:
+            if j < len(tokens):
+                start = len(prompt) + sum(len(t) for t in tokens[:j])
+                logprobs = logprobs_for([tokens[j]], start, position=j)
+                objs.append(completion_chunk(tokens[j], index=index, logprobs=logprobs))
+    objs += [completion_chunk(index=index, finish=finish) for index, _e, _t, finish in choices]
+    if (body.get("stream_options") or {}).get("include_usage"):
+        objs.append(completion_chunk(usage=usage, choices=False))
+    return Stream(sse(objs), delay=pace)
+
+
+def is_title_request(request: Request) -> bool:
+    from conversations.titles import TITLE_INSTRUCTION
+
+    messages = (request.body or {}).get("messages") or [{}]
+    return not (request.body or {}).get("stream") and messages[0].get("content") == TITLE_INSTRUCTION
+
+
 class FakeProvider:
     def __init__(self):
         self.requests: list[Request] = []
         self.models = ["fake-model", "fake-model-2"]
         self._queue: deque = deque()
+        self._titles: deque = deque()
         self.pace = 0.0  # seconds between chunks of the default echo reply
         self._loop = asyncio.new_event_loop()
         self._server = None
@@ -114,14 +267,33 @@ class FakeProvider:
     def push(self, *responses):
         self._queue.extend(responses)
 
+    def push_title(self, *responses, delay: float = 0.0):
+        """Queue answers to title requests: a string is the model's answer (after `delay` s), or a Reply/Hang/Close."""
+        for response in responses:
+            if isinstance(response, str):
+                body = {
+                    "id": "chatcmpl-title",
+                    "object": "chat.completion",
+                    "model": "fake-model",
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": response}, "finish_reason": "stop"}
+                    ],
+                }
+                response = Reply(200, json.dumps(body).encode(), delay=delay)
+            self._titles.append(response)
+
+    def title_requests(self) -> list[Request]:
+        return [r for r in self.requests if is_title_request(r)]
+
     def reset(self):
         self._queue.clear()
+        self._titles.clear()
         self.requests.clear()
         self.pace = 0.0
         self.models = ["fake-model", "fake-model-2"]
 
     def completions(self) -> list[Request]:
-        return [r for r in self.requests if r.path.endswith("/completions")]
+        return [r for r in self.requests if r.path.endswith("/completions") and not is_title_request(r)]
 
     def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[Request]:
         deadline = time.monotonic() + timeout
@@ -197,7 +369,12 @@ class FakeProvider:
             return await self._reply(writer, Reply(200, json.dumps(data).encode()))
         if request.path.endswith("/extras/tokenize/count"):
             return await self._reply(writer, Reply(404, b'{"detail": "Not Found"}'))
-        response = self._queue.popleft() if self._queue else self._default(request)
+        if is_title_request(request):
+            response = (
+                self._titles.popleft() if self._titles else Reply(500, b'{"error": {"message": "no title queued"}}')
+            )
+        else:
+            response = self._queue.popleft() if self._queue else self._default(request)
         if isinstance(response, Reply):
             return await self._reply(writer, response)
         if isinstance(response, Hang):
@@ -209,6 +386,8 @@ class FakeProvider:
         return False
 
     def _default(self, request: Request):
+        if request.path.endswith("/completions") and not request.path.endswith("/chat/completions"):
+            return fake_completion(request.body or {}, pace=self.pace)
         messages = (request.body or {}).get("messages") or [{"content": (request.body or {}).get("prompt", "")}]
         text = f"You said: {messages[-1].get('content', '')}"
         words = [w + " " for w in text.split(" ")]
@@ -235,6 +414,8 @@ class FakeProvider:
             # No keep-alive: a pooled connection would outlive the short event loops of sync tests.
             "Connection: close\r\n\r\n"
         )
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
         writer.write(head.encode() + reply.body)
         await writer.drain()
         return False

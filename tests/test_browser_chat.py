@@ -212,6 +212,7 @@ def test_c_rename_then_delete_a_conversation(live_daphne, page, fake):
     conversation_url = page.url
     delete = page.get_by_role("button", name="Delete", exact=True)
     page.once("dialog", lambda dialog: dialog.dismiss())
+    page.locator("#conversation-menu > summary").click()  # Delete is in the conversation's menu
     delete.click()
     page.wait_for_timeout(300)
     assert page.url == conversation_url  # dismissing the confirm keeps the conversation
@@ -226,6 +227,7 @@ def test_c_rename_then_delete_a_conversation(live_daphne, page, fake):
         dialog.accept()
 
     page.once("dialog", accept)
+    page.locator("#conversation-menu > summary").click()
     delete.click()
     page.wait_for_url(lambda url: url != conversation_url and CONVERSATION_URL.search(url) is not None)
     assert dialogs == [("confirm", "Delete this conversation? This cannot be undone.")]

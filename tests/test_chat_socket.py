@@ -24,7 +24,10 @@ async def test_it_streams_a_reply_and_saves_both_messages(alice, conversation, f
     await socket.send(message="Hi model")
     html = await socket.receive_until(DONE)
     assert "Hi model" in html
-    assert "Hel" in html and "lo " in html  # deltas arrived as their own frames
+    # The text came in frames of its own, before the finished reply (which does not repeat it).
+    done = next(i for i, frame in enumerate(socket.frames) if DONE in frame)
+    assert any('hx-swap-oob="beforeend:#msg-' in frame and "Hel" in frame for frame in socket.frames[:done])
+    assert "<p>Hello there</p>" not in socket.frames[done] and "hx-preserve" in socket.frames[done]
     assert await sync_to_async(messages_of)(conversation) == [
         ("user", "Hi model", "complete"),
         ("assistant", "Hello there", "complete"),
@@ -121,7 +124,7 @@ async def test_it_refuses_a_second_message_while_a_reply_streams(alice, conversa
     fake.push(Stream(text_stream(["slow"] * 20), delay=0.05))
     socket, _, _ = await open_socket(alice, conversation.code)
     await socket.send(message="one")
-    await socket.receive_until("msg-text streaming")
+    await socket.receive_until('msg-assistant" data-status="streaming"')
     await socket.send(message="two")
     html = await socket.receive_until("still being written")
     assert "still being written" in html

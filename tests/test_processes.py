@@ -3,13 +3,11 @@
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from html import unescape
 
 import pytest
 import redis
@@ -18,12 +16,13 @@ from django.test import Client
 from websockets.sync.client import connect
 
 from conversations.models import Conversation, Message
+from conversations.rendering import render_html
 
 from .fake_provider import Stream, text_stream
+from .frames import plain, replay
 from .live_server import ARTIFACTS, LiveServer, _wait_until_up, database_url, free_port
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
-FRAME = re.compile(r'<div id="msg-(\d+)-text" hx-swap-oob="(innerHTML|beforeend)">(.*?)</div>', re.S)
 
 
 def redis_url() -> str:
@@ -91,13 +90,12 @@ class Tab:
                 continue
         return "".join(self.frames)
 
+    def html(self, message_id: int) -> str:
+        """The reply's HTML as this tab's page has it (tests/frames.py swaps the frames in)."""
+        return replay(self.frames, message_id)
+
     def text(self, message_id: int) -> str:
-        text = ""
-        for frame in self.frames:
-            for found, swap, body in FRAME.findall(frame):
-                if int(found) == message_id:
-                    text = unescape(body) if swap == "innerHTML" else text + unescape(body)
-        return text
+        return plain(self.html(message_id))
 
     def close(self):
         self._stack.close()
@@ -142,7 +140,7 @@ def test_a_tab_on_another_process_follows_and_stops_the_generation(owner, fake, 
         assert fake.completions()[0].disconnected.wait(3)  # A closed the upstream request
         reply.refresh_from_db()
         assert reply.status == "stopped" and reply.content.startswith("w0 w1 w2 ")
-        assert on_b.text(reply.pk) == reply.content  # no gap, no duplicate, across processes
+        assert on_b.html(reply.pk) == render_html(reply.content)  # no gap, no duplicate, across processes
         on_a.close()
         on_b.close()
     finally:
@@ -174,7 +172,7 @@ def test_a_killed_process_leaves_an_interrupted_reply_with_its_last_checkpoint(o
     assert reply.status == "streaming"  # nobody has noticed yet
     seen_a_second_before = max(length for t, length in samples if t <= killed_at - 1.2)
     assert len(reply.content) >= seen_a_second_before  # the checkpoint is at most about a second behind
-    assert tab.text(reply.pk).startswith(reply.content)
+    assert tab.text(reply.pk).startswith(reply.content.strip())
 
     b = spawn_daphne(env, "restarted")
     try:

@@ -1,31 +1,25 @@
 """Streams that survive the page: resume without gap or duplicate, several tabs, stop anywhere, branches."""
 
 import asyncio
-import re
-from html import unescape
 
 import pytest
 from asgiref.sync import sync_to_async
 
 from conversations.models import Conversation, Message
+from conversations.rendering import render_html
 
 from .conftest import open_socket
 from .fake_provider import Stream, text_stream
+from .frames import replay
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DONE = 'msg-assistant" data-status="complete"'
-FRAME = re.compile(r'<div id="msg-(\d+)-text" hx-swap-oob="(innerHTML|beforeend)">(.*?)</div>', re.S)
 
 
 def text_seen(frames: list[str], message_id: int) -> str:
-    """Replay the text swaps a browser would apply to one message."""
-    text = ""
-    for frame in frames:
-        for found_id, swap, body in FRAME.findall(frame):
-            if int(found_id) == message_id:
-                text = unescape(body) if swap == "innerHTML" else text + unescape(body)
-    return text
+    """The HTML the streamed frames built for one reply, as a browser would swap them in."""
+    return replay(frames, message_id)
 
 
 async def streaming_reply() -> Message:
@@ -47,8 +41,9 @@ async def test_a_tab_opened_mid_stream_sees_everything_once(alice, conversation,
     await second.receive_until(DONE, timeout=10)
     reply = await Message.objects.aget(role="assistant")
     assert reply.content == "".join(words)
-    assert text_seen(second.frames, reply.pk) == reply.content  # snapshot + later deltas: no gap, no duplicate
-    assert 'hx-swap-oob="innerHTML"' in "".join(second.frames)
+    # Snapshot + later deltas: no gap, no duplicate, and the HTML of the whole text rendered at once.
+    assert text_seen(second.frames, reply.pk) == render_html(reply.content)
+    assert f'<div id="msg-{reply.pk}-text" class="msg-text markdown" hx-swap-oob="true">' in "".join(second.frames)
     await first.close()
     await second.close()
 
@@ -57,7 +52,7 @@ async def test_closing_every_tab_does_not_stop_the_generation(alice, conversatio
     fake.push(Stream(text_stream([f"{i} " for i in range(30)]), delay=0.01))
     socket, _, _ = await open_socket(alice, conversation.code)
     await socket.send(message="go on")
-    await socket.receive_until("msg-text streaming")
+    await socket.receive_until('msg-assistant" data-status="streaming"')
     await socket.close()
     for _ in range(300):
         reply = await Message.objects.aget(role="assistant")
@@ -75,7 +70,7 @@ async def test_a_message_sent_in_one_tab_appears_in_the_other(alice, conversatio
     html = await two.receive_until(DONE)
     assert "from tab one" in html
     reply = await Message.objects.aget(role="assistant")
-    assert text_seen(two.frames, reply.pk) == "shared reply"
+    assert text_seen(two.frames, reply.pk) == "<p>shared reply</p>"
     await one.close()
     await two.close()
 

@@ -30,6 +30,11 @@
     var el = document.getElementById("connection");
     if (el) { el.textContent = text; el.hidden = !text; }
   }
+  // The messages come translated from the page (data-lost, data-gone on #connection).
+  function said(name, english) {
+    var el = document.getElementById("connection");
+    return (el && el.dataset[name]) || english;
+  }
   document.addEventListener("htmx:wsOpen", function (event) {
     opens += 1;
     retries = 0;
@@ -38,8 +43,8 @@
   });
   document.addEventListener("htmx:wsClose", function (event) {
     var code = event.detail.event.code;
-    if (code === 4401 || code === 4404) { status("You no longer have access to this conversation. Reload the page."); return; }
-    status("Connection lost. Reconnecting…");
+    if (code === 4401 || code === 4404) { status(said("gone", "You no longer have access to this conversation. Reload the page.")); return; }
+    status(said("lost", "Connection lost. Reconnecting…"));
     // The extension itself retries after 1006/1011/1012/1013; a clean close (server restart) is ours to retry.
     if ([1006, 1011, 1012, 1013].indexOf(code) < 0) {
       var wrapper = event.detail.socketWrapper;

@@ -1,0 +1,172 @@
+"""Accounts: sign-up modes, the login message for accounts awaiting approval, and each user's
+account page (their usage, the review notice, an export of all their data, deleting the account).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model, logout
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
+from django.db.models import F
+from django.http import HttpResponse
+from django.shortcuts import render
+from django.urls import path
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST, require_safe
+
+from . import quotas, transcripts, usage
+from .models import Conversation, Message, Profile
+
+
+def signup_open() -> bool:
+    return settings.SIGNUP_MODE != "closed"
+
+
+def signup_needs_approval() -> bool:
+    return settings.SIGNUP_MODE == "approval"
+
+
+class LoginForm(AuthenticationForm):
+    """Tells the owner of an account that awaits approval (or was deactivated) why they cannot log in.
+
+    Only someone who knows the password learns that; everyone else gets the usual message.
+    """
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "inactive": _(
+            "This account is not active yet: an administrator has to approve it (or has deactivated it). "
+            "Try again later."
+        ),
+    }
+
+    def clean(self):
+        try:
+            return super().clean()
+        except ValidationError:
+            username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+            user = get_user_model()._default_manager.filter(username=username).first() if username else None
+            if user is not None and not user.is_active and password and user.check_password(password):
+                raise ValidationError(self.error_messages["inactive"], code="inactive") from None
+            raise
+
+
+class DeleteAccountForm(forms.Form):
+    password = forms.CharField(
+        label=_("Your password"), strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "current-password"})
+    )
+    confirm = forms.BooleanField(label=_("I understand that all my conversations will be deleted for good."))
+
+    def __init__(self, user, *args, **kwargs):
+        self.user = user
+        super().__init__(*args, **kwargs)
+
+    def clean_password(self):
+        password = self.cleaned_data["password"]
+        if not self.user.check_password(password):
+            raise ValidationError(_("That is not your password."), code="wrong_password")
+        return password
+
+
+def _account_context(user, delete_form=None) -> dict:
+    today = timezone.localdate()
+    rows = user.usage.all()
+    start = today - timedelta(days=29)
+    daily = usage.per_day(rows, start, today)
+    limits = quotas.limits_for(user)
+    used_today, used_month = quotas.tokens_used(user)
+    return {
+        "today_totals": daily[-1].totals,
+        "month_totals": usage.totals(rows.filter(day__gte=today.replace(day=1), day__lte=today)),
+        "all_totals": usage.totals(rows),
+        "daily": [d for d in reversed(daily) if d.totals.messages or d.totals.tokens],
+        "chart": usage.chart(daily),
+        "models": usage.per_model(rows),
+        "limits": limits,
+        "left_today": max(0, limits.tokens_per_day - used_today) if limits.tokens_per_day else None,
+        "left_month": max(0, limits.tokens_per_month - used_month) if limits.tokens_per_month else None,
+        "delete_form": delete_form or DeleteAccountForm(user),
+    }
+
+
+@require_safe
+@login_required
+def account(request):
+    return render(request, "account/account.html", _account_context(request.user))
+
+
+def user_data(user) -> dict:
+    """Everything stored about `user` that is theirs to take away (review fields excepted)."""
+    conversations = list(Conversation.objects.for_user(user).select_related("owner", "provider").order_by("pk"))
+    grouped = transcripts.messages_by_conversation(conversations)
+    profile = Profile.objects.filter(user=user).first()
+    return {
+        "exported_at": timezone.now(),
+        "account": {
+            "username": user.get_username(),
+            "email": user.email,
+            "date_joined": user.date_joined,
+            "last_login": user.last_login,
+            "language": profile.language if profile else "",
+        },
+        "conversations": [
+            transcripts.conversation_dict(c, grouped.get(c.pk, []), for_reviewer=False) for c in conversations
+        ],
+        "presets": list(
+            user.presets.order_by("name").values(
+                "name", "model", "system_prompt", "params", provider_name=F("provider__name")
+            )
+        ),
+        "usage": list(
+            user.usage.order_by("day", "model").values(
+                "day", "model", "provider_name", "prompt_tokens", "completion_tokens", "messages"
+            )
+        ),
+    }
+
+
+@require_safe
+@login_required
+def export_data(request):
+    user = request.user
+    response = HttpResponse(transcripts.to_json(user_data(user)), content_type="application/json; charset=utf-8")
+    name = f"chat-data-{user.get_username()}-{timezone.localdate():%Y%m%d}.json"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def _stop_running_replies(user):
+    """Stop the user's replies still being written (in whatever process), before their rows go."""
+    streaming = Conversation.objects.for_user(user).filter(messages__status=Message.Status.STREAMING).distinct()
+    layer = get_channel_layer()
+    for conversation in streaming:
+        async_to_sync(layer.group_send)(conversation.control_group_name, {"type": "generation.stop"})
+
+
+@require_POST
+@login_required
+def delete_account(request):
+    user = request.user
+    form = DeleteAccountForm(user, request.POST)
+    if not form.is_valid():
+        return render(request, "account/account.html", _account_context(user, form), status=400)
+    username = user.get_username()
+    _stop_running_replies(user)
+    logout(request)
+    user.delete()  # its conversations, messages, presets, usage and profile go with it
+    return render(request, "account/deleted.html", {"username": username})
+
+
+urlpatterns = [
+    path("account/", account, name="account"),
+    path("account/export/", export_data, name="account_export"),
+    path("account/delete/", delete_account, name="account_delete"),
+]
