@@ -291,25 +291,18 @@ class CompletionGeneration(Generation):
             choice.seq += 1
             await choice._publish("generation.delta", seq=choice.seq, text=text)
 
-    async def _listen(self):
-        """Obey stop and answer snapshot requests for every choice (Generation._listen answers for one)."""
-        while True:
-            event = await self.layer.receive(self._control_channel)
-            if event.get("type") == "generation.end":
-                return
-            if event.get("type") == "generation.stop":
-                self.stop()
-            elif event.get("type") == "generation.sync" and event.get("reply_to"):
-                for choice in self.tracks.values():
-                    await self.layer.send(
-                        event["reply_to"],
-                        {
-                            "type": "generation.snapshot",
-                            "message_id": choice.message_id,
-                            "seq": choice.seq,
-                            "content": choice._text,
-                        },
-                    )
+    async def _answer_sync(self, reply_to: str):
+        """A snapshot of every choice (Generation._answer_sync answers for one)."""
+        for choice in self.tracks.values():
+            await self.layer.send(
+                reply_to,
+                {
+                    "type": "generation.snapshot",
+                    "message_id": choice.message_id,
+                    "seq": choice.seq,
+                    "content": choice._text,
+                },
+            )
 
     async def _finish(self, status: str, error: str = ""):
         if self.lead:  # the run and the other choices are saved first; choice 0 is the last word

@@ -226,7 +226,7 @@ class ChatConsumer(reply_actions.ReplyActionsMixin, AsyncWebsocketConsumer):
         if event["seq"] <= self.last_seq.get(message_id, 0):
             return  # already part of the snapshot this page was given
         self.last_seq[message_id] = event["seq"]
-        for frame in event["frames"]:  # HTML the generation rendered once for every viewer
+        for frame in self._delta_frames(event):
             await self.send(text_data=frame)
 
     async def generation_snapshot(self, event):
@@ -236,17 +236,26 @@ class ChatConsumer(reply_actions.ReplyActionsMixin, AsyncWebsocketConsumer):
             return
         held = self.syncing.pop(message_id)
         self.last_seq[message_id] = event["seq"]
-        # The reply's HTML as a page has it after every delta so far, then the deltas after it.
-        html = event.get("html")
-        context = {"message": {"pk": message_id, "content": event["content"]}, "text_oob": True}
-        context["text_html"] = mark_safe(html) if html is not None else None  # noqa: S308 - rendering.py made it
-        frames = [render_to_string(MESSAGE_TEXT, context)]
+        # The reply's text as a page has it after every delta so far, then the deltas after it.
+        frames = [self._snapshot_frame(event)]
         for delta in held:
             if delta["seq"] > event["seq"]:
                 self.last_seq[message_id] = delta["seq"]
-                frames.extend(delta["frames"])
+                frames.extend(self._delta_frames(delta))
         for frame in frames:  # one message each: a frame for a table row must stand alone
             await self.send(text_data=frame)
+
+    @staticmethod
+    def _delta_frames(event) -> list[str]:
+        """The frames of one delta: HTML the generation rendered once for every viewer."""
+        return event["frames"]
+
+    @staticmethod
+    def _snapshot_frame(event) -> str:
+        html = event.get("html")
+        context = {"message": {"pk": event["message_id"], "content": event["content"]}, "text_oob": True}
+        context["text_html"] = mark_safe(html) if html is not None else None  # noqa: S308 - rendering.py made it
+        return render_to_string(MESSAGE_TEXT, context)
 
     async def generation_context(self, event):
         context = {"start_id": event["context_start_id"], "oob": True}

@@ -376,17 +376,21 @@ class Generation:
             if event.get("type") == "generation.stop":
                 self.stop()
             elif event.get("type") == "generation.sync" and event.get("reply_to"):
-                await self.layer.send(
-                    event["reply_to"],
-                    {
-                        "type": "generation.snapshot",
-                        "message_id": self.message_id,
-                        "seq": self.seq,
-                        "content": self._text,
-                        "html": self.stream.html,
-                    },
-                )
-                await self._send_extras(to=event["reply_to"])
+                await self._answer_sync(event["reply_to"])
+
+    async def _answer_sync(self, reply_to: str):
+        """A viewer that just connected asks where the reply stands: a snapshot, then its extras."""
+        await self.layer.send(
+            reply_to,
+            {
+                "type": "generation.snapshot",
+                "message_id": self.message_id,
+                "seq": self.seq,
+                "content": self._text,
+                "html": self.stream.html,
+            },
+        )
+        await self._send_extras(to=reply_to)
 
     async def _close_control(self):
         """Leave the control group and end the listener by a message, not by cancelling it.

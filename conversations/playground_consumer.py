@@ -6,8 +6,6 @@ playground's (conversations/playground.py has the page and the settings view).
 
 from __future__ import annotations
 
-import time
-
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.template.loader import render_to_string
@@ -92,30 +90,14 @@ class PlaygroundConsumer(ChatConsumer):
             self._watch(message_id)
         await self.send(text_data=event["html"] + self._composer(busy=True))
 
-    async def generation_delta(self, event):
-        message_id = event["message_id"]
-        self.heard[message_id] = time.monotonic()
-        if message_id in self.syncing:
-            self.syncing[message_id].append(event)
-            return
-        if event["seq"] <= self.last_seq.get(message_id, 0):
-            return  # already part of the snapshot this page was given
-        self.last_seq[message_id] = event["seq"]
-        await self.send(text_data=self._delta_frame(message_id, event["text"]))
+    # Playground text is plain (the prompt and its completion), not Markdown: its own frames.
+    @staticmethod
+    def _delta_frames(event) -> list[str]:
+        return [f'<span id="msg-{event["message_id"]}-text" hx-swap-oob="beforeend">{escape(event["text"])}</span>']
 
-    async def generation_snapshot(self, event):
-        message_id = event["message_id"]
-        self.heard[message_id] = time.monotonic()
-        if message_id not in self.syncing:
-            return
-        held = self.syncing.pop(message_id)
-        self.last_seq[message_id] = event["seq"]
-        frames = [f'<span id="msg-{message_id}-text" hx-swap-oob="innerHTML">{escape(event["content"])}</span>']
-        for delta in held:
-            if delta["seq"] > event["seq"]:
-                self.last_seq[message_id] = delta["seq"]
-                frames.append(self._delta_frame(message_id, delta["text"]))
-        await self.send(text_data="".join(frames))
+    @staticmethod
+    def _snapshot_frame(event) -> str:
+        return f'<span id="msg-{event["message_id"]}-text" hx-swap-oob="innerHTML">{escape(event["content"])}</span>'
 
     async def generation_finished(self, event):
         message_id = event["message_id"]
@@ -163,10 +145,6 @@ class PlaygroundConsumer(ChatConsumer):
         await self.send(text_data=html + self._composer(busy=bool(streaming)))
         if streaming:
             await self._follow(streaming[0])
-
-    @staticmethod
-    def _delta_frame(message_id: int, text: str) -> str:
-        return f'<span id="msg-{message_id}-text" hx-swap-oob="beforeend">{escape(text)}</span>'
 
     @staticmethod
     def _composer(busy: bool) -> str:

@@ -11,12 +11,40 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.test import Client
 
-from conversations import choices, llm
+from conversations import choices, generation, llm, titles
 from conversations.models import Conversation, Provider
 
 from .fake_provider import FakeProvider
 
 pytest_plugins = ["tests.bundled_server"]
+
+
+def pytest_collection_modifyitems(items):
+    """Async tests end only once the app's background work in their loop has ended."""
+    for item in items:
+        if asyncio.iscoroutinefunction(getattr(item, "function", None)):
+            item.fixturenames.append("background_work_ends")
+
+
+@pytest.fixture
+async def background_work_ends():
+    """Stop generations still running and let title requests finish, before the database is reset.
+
+    A test may end while a reply it no longer watches is still being saved, or while the title
+    request that follows a first reply writes its result: a database flush (TransactionTestCase)
+    racing those writes deadlocked on PostgreSQL.
+    """
+    yield
+    running = [g for g in list(generation._running.values()) if g.task is not None and not g.task.done()]
+    for g in running:
+        g.stop()
+    if running:
+        await asyncio.wait([g.task for g in running], timeout=10)
+    try:
+        await asyncio.wait_for(titles.wait_idle(), timeout=10)
+    except TimeoutError:
+        for task in list(titles._tasks):
+            task.cancel()
 
 
 @pytest.fixture(autouse=True)

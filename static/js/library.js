@@ -54,22 +54,9 @@
   document.addEventListener("DOMContentLoaded", function () { setDrawer(false); });
 
   // -- copy a message ----------------------------------------------------------------------------
-  function copyText(text) {
-    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
-    // Plain-http deployments have no clipboard API: the old way still works from a click.
-    return new Promise(function (resolve, reject) {
-      var area = document.createElement("textarea");
-      area.value = text;
-      area.setAttribute("readonly", "");
-      area.style.position = "fixed";
-      area.style.opacity = "0";
-      document.body.appendChild(area);
-      area.select();
-      var ok = document.execCommand("copy");
-      area.remove();
-      if (ok) { resolve(); } else { reject(new Error("copy refused")); }
-    });
-  }
+  // markdown.js (loaded first) owns copying to the clipboard, with its plain-http fallback.
+  function copyText(text) { return window.chatCopy(text); }
+
   function copy(button) {
     var source = document.getElementById(button.dataset.copy);
     if (!source) return;

@@ -2,6 +2,8 @@
 (function () {
   "use strict";
 
+  // Also used by library.js (copy a message). Plain-http deployments have no clipboard API: the
+  // old way still works from a click.
   function copy(text) {
     if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
     return new Promise(function (resolve, reject) {
@@ -17,6 +19,7 @@
       if (ok) resolve(); else reject(new Error("copy failed"));
     });
   }
+  window.chatCopy = copy;
 
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest("button.copy-code, button.md-image");
