@@ -312,7 +312,7 @@ def time_pages(args):
     from django.test import Client
     from django.utils import timezone
 
-    from conversations import quotas
+    from conversations.accounts import quotas
     from conversations.models import AuditRecord, Conversation
 
     User = get_user_model()

@@ -53,7 +53,7 @@ if os.environ.get("BENCH_FAST_DISPATCH"):
     # skip it for the events whose handlers never touch the database.
     from channels.consumer import get_handler_name
 
-    from conversations.consumers import ChatConsumer
+    from conversations.chat.consumer import ChatConsumer
 
     _NO_DB_EVENTS = {"generation.delta", "generation.snapshot", "generation.context"}
     _dispatch = ChatConsumer.dispatch
@@ -118,7 +118,7 @@ connection_created.connect(_install)
 def _window() -> float | None:
     """The generation module's current coalescing window on this loop, if it has one."""
     try:
-        from conversations import generation
+        from conversations.generation import reply as generation
     except ImportError:
         return None
     pacers = getattr(generation, "_pacers", None)

@@ -185,7 +185,7 @@ def main():
     from django.db import connection
     from django.test import Client
 
-    from conversations import library
+    from conversations.library import views as library
 
     started = time.perf_counter()
     long_user, long, others, many_user, many = fill()

@@ -21,8 +21,8 @@ import django  # noqa: E402
 
 django.setup()
 
-from conversations import llm  # noqa: E402
-from conversations.stream_parts import ReplyParts  # noqa: E402
+from conversations.generation.parts import ReplyParts  # noqa: E402
+from conversations.providers import client as llm  # noqa: E402
 
 
 def raw(delta: dict, logprobs=None) -> dict:

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth.views import LoginView
 from django.urls import include, path
 
-from conversations.accounts import LoginForm
+from conversations.accounts.views import LoginForm
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -19,9 +19,10 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from . import review, usage
-from .chat_settings import ProviderModelForm
-from .models import AuditRecord, Conversation, Message, Profile, Provider, ProviderModel, Usage
+from conversations import review
+from conversations.accounts import usage
+from conversations.forms import ProviderModelForm
+from conversations.models import AuditRecord, Conversation, Message, Profile, Provider, ProviderModel, Usage
 
 
 def mask_key(key: str) -> str:

@@ -6,4 +6,4 @@ class ConversationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import i18n  # noqa: F401 - connects the login signal that adopts a language picked before login
+        from conversations import i18n  # noqa: F401 - connects the login signal that adopts a language picked before login

@@ -14,13 +14,10 @@ from types import SimpleNamespace
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in
 from django.dispatch import receiver
-from django.urls import path
 from django.utils import translation
 from django.utils.deprecation import MiddlewareMixin
-from django.views.decorators.http import require_POST
-from django.views.i18n import set_language as django_set_language
 
-from .models import Profile
+from conversations.models import Profile
 
 
 def supported(code: str | None) -> str | None:
@@ -74,19 +71,6 @@ async def aactivate_for_scope(scope) -> str:
     return language
 
 
-@require_POST
-def set_language(request):
-    """Django's set_language (cookie, redirect to `next`), and the choice saved for a signed-in user."""
-    response = django_set_language(request)
-    language = supported(request.POST.get("language"))
-    if language and request.user.is_authenticated:
-        profile, _ = Profile.objects.get_or_create(user=request.user)
-        if profile.language != language:
-            profile.language = language
-            profile.save(update_fields=["language"])
-    return response
-
-
 @receiver(user_logged_in, dispatch_uid="conversations.i18n.adopt_language")
 def adopt_language(sender, request, user, **kwargs):
     """A language picked on the login or sign-up page becomes the account's, unless it has one already."""
@@ -99,6 +83,3 @@ def adopt_language(sender, request, user, **kwargs):
     if not profile.language:
         profile.language = language
         profile.save(update_fields=["language"])
-
-
-urlpatterns = [path("i18n/setlang/", set_language, name="set_language")]

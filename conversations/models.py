@@ -1,3 +1,6 @@
+"""The data (providers, conversations as message trees, presets, profiles, usage, audit) and its verbs."""
+
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -6,6 +9,10 @@ from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop
 from django.utils.translation import gettext_lazy as _
+
+from conversations.providers import params as request_params
+
+log = logging.getLogger(__name__)
 
 BUNDLED_NAME = "Bundled SmolLM2"
 ENV_NAME = "Environment (OPENAI_BASE_URL)"
@@ -90,6 +97,16 @@ class Provider(models.Model):
         entry = self.models.filter(name=model).first()
         return entry.context_length if entry else self.context_length
 
+    def defaults_for(self, model: str) -> dict:
+        """The admin's settings for new conversations with this model: {"params": ..., "system_prompt": ...}."""
+        entry = self.models.filter(name=model).first() if model else None
+        if entry is None:
+            return {"params": {}, "system_prompt": ""}
+        checked = request_params.check_stored(entry.default_params or {})
+        if checked.errors:
+            log.warning("Ignoring invalid default settings of model %s: %s", model, checked.errors)
+        return {"params": checked.params, "system_prompt": entry.default_system_prompt}
+
 
 class ProviderModel(models.Model):
     """Per-model facts an admin can set, such as its context window."""
@@ -111,6 +128,20 @@ class ProviderModel(models.Model):
 class ConversationQuerySet(models.QuerySet):
     def for_user(self, user):
         return self.filter(owner=user)
+
+    def empty_for(self, user, mode: str = "chat") -> "Conversation":
+        """The user's untouched conversation of this mode, or a new one: New chat never piles up empty ones.
+
+        A new chat gets the admin's default settings for its model.
+        """
+        conversation = self.for_user(user).filter(title="", messages__isnull=True, mode=mode).first()
+        if conversation is None:
+            provider = Provider.objects.default()
+            defaults = provider.defaults_for(provider.default_model) if mode == Conversation.Mode.CHAT else {}
+            conversation = self.create(
+                owner=user, provider=provider, model=provider.default_model, mode=mode, **defaults
+            )
+        return conversation
 
     def sidebar(self, *, after: str | None = None, archived: bool = False, size: int = 50) -> "SidebarPage":
         """One page of the sidebar: conversations that have been written in, pinned first, then newest first.
@@ -320,6 +351,36 @@ class Conversation(models.Model):
         for name, value in fields.items():
             setattr(self, name, value)
 
+    def _fresh(self) -> tuple[dict, int | None]:
+        """The settings and shown leaf as saved now (the settings panel may have changed them since)."""
+        params, leaf = Conversation.objects.values_list("params", "active_leaf").get(pk=self.pk)
+        return params or {}, leaf
+
+    def _close_open_choices(self, parent_id: int | None) -> None:
+        """The choices under `parent_id` become plain versions (the user went on with one of them)."""
+        self.messages.filter(parent_id=parent_id, choices_open=True).update(choices_open=False)
+
+    def _add_siblings(self, reply: "Message", n: int) -> list["Message"]:
+        """Make `reply` choice 0 of n, creating the other n - 1 (streaming) next to it."""
+        replies = [reply]
+        if n > 1:
+            Message.objects.filter(pk=reply.pk).update(choices_open=True)
+            reply.choices_open = True
+            for index in range(1, n):
+                replies.append(
+                    self.messages.create(
+                        role=Message.Role.ASSISTANT,
+                        parent_id=reply.parent_id,
+                        status=Message.Status.STREAMING,
+                        model=reply.model,
+                        choice_index=index,
+                        choices_open=True,
+                    )
+                )
+        for message in replies:
+            message.open_choices = replies if n > 1 else []
+        return replies
+
     @transaction.atomic
     def add_exchange(self, text: str, model: str, *, replacing: "Message | None" = None) -> tuple["Message", "Message"]:
         """Save the user's message and an empty streaming reply at the end of the shown branch.
@@ -343,19 +404,117 @@ class Conversation(models.Model):
         return user_message, reply
 
     @transaction.atomic
-    def regenerate(self, reply: "Message") -> "Message":
-        """A new version of an assistant reply, from the same user message."""
+    def send(self, text: str, model: str, *, replacing: "Message | None" = None) -> tuple["Message", list["Message"]]:
+        """The user's message and its n streaming replies. Sending after open choices picks the one shown."""
+        params, leaf = self._fresh()
+        if replacing is None and leaf is not None:
+            shown = self.messages.filter(pk=leaf, choices_open=True).values_list("parent_id", flat=True)
+            for parent_id in shown:
+                self._close_open_choices(parent_id)
+        user_message, reply = self.add_exchange(text, model, replacing=replacing)
+        return user_message, self._add_siblings(reply, choices_wanted(params))
+
+    @transaction.atomic
+    def regenerate(self, reply: "Message") -> list["Message"]:
+        """n new versions of an assistant reply, from the same user message (its choices become versions)."""
+        n = choices_wanted(self._fresh()[0])
         self._lock()
         new = self.messages.create(
             role=Message.Role.ASSISTANT, parent=reply.parent, status=Message.Status.STREAMING, model=self.model
         )
         self._activate(new)
-        return new
+        self._close_open_choices(reply.parent_id)
+        return self._add_siblings(new, n)
+
+    @transaction.atomic
+    def pick(self, message: "Message") -> None:
+        """Go on with this choice: the others stay as versions (‹ k/n ›)."""
+        self._lock()  # not while any choice is still being written
+        if not Message.objects.filter(pk=message.pk, choices_open=True).exists():
+            raise NotAChoice
+        self._close_open_choices(message.parent_id)
+        self.switch_to(message.pk)
+
+    @transaction.atomic
+    def reopen_to_continue(self, message: "Message") -> "Message":
+        """Mark a reply cut off by max_tokens as streaming again, to grow it where it stopped."""
+        self._lock()
+        message.refresh_from_db()
+        if (
+            message.role != Message.Role.ASSISTANT
+            or message.finish_reason != "length"
+            or message.status != Message.Status.COMPLETE
+            or message.tool_calls
+            or message.children.exists()
+        ):
+            raise CannotContinue
+        if message.choices_open:
+            self._close_open_choices(message.parent_id)  # going on with it picks it
+        Message.objects.filter(pk=message.pk).update(
+            status=Message.Status.STREAMING, finish_reason="", error="", choices_open=False, heartbeat_at=timezone.now()
+        )
+        self.switch_to(message.pk)
+        message.refresh_from_db()
+        return message
+
+    @transaction.atomic
+    def add_tool_results(self, message: "Message", results: dict[str, str]) -> list["Message"]:
+        """One `tool` message per call of `message` (in its order), then n streaming replies after them."""
+        self._lock()
+        message.refresh_from_db()
+        if message.role != Message.Role.ASSISTANT or not message.tool_calls or message.children.exists():
+            raise CannotAnswer
+        if message.choices_open:
+            self._close_open_choices(message.parent_id)
+        parent = message
+        for call in message.tool_calls:
+            parent = self.messages.create(
+                role=Message.Role.TOOL, parent=parent, tool_call_id=call["id"], content=results[call["id"]]
+            )
+        reply = self.messages.create(
+            role=Message.Role.ASSISTANT, parent=parent, status=Message.Status.STREAMING, model=self.model
+        )
+        self._activate(reply)
+        return self._add_siblings(reply, choices_wanted(self._fresh()[0]))
+
+    @transaction.atomic
+    def start_run(self, prompt: str, run_params: dict) -> tuple["Message", list["Message"]]:
+        """A text-completion run: the prompt and an empty streaming message per choice (Busy while one streams)."""
+        self._lock()
+        run = self.messages.create(role=Message.Role.USER, content=prompt, run={"params": run_params})
+        choices = [
+            self.messages.create(
+                role=Message.Role.ASSISTANT,
+                parent=run,
+                status=Message.Status.STREAMING,
+                model=self.model,
+                choice_index=index,
+            )
+            for index in range(run_params.get("n") or 1)
+        ]
+        fields = {}
+        if not Conversation.objects.values_list("title", flat=True).get(pk=self.pk):
+            # The prompt's first words name it; a model is not asked to (it may not even chat).
+            fields.update(title=Conversation.title_from(prompt), title_source=Conversation.TitleSource.WORDS)
+        self._activate(choices[0], **fields)
+        return run, choices
 
     def switch_to(self, message_id: int) -> None:
         """Show the branch through `message_id` (one of several versions)."""
         leaf = self.messages.get(pk=self.newest_leaf_under(message_id))
         self._activate(leaf)
+
+    def shown_or_open_choice(self, message_id: int) -> "Message | None":
+        """A message to re-render: on the shown branch, or one of the open choices shown there."""
+        message = self.shown_message(message_id)
+        if message is not None:
+            return message
+        candidate = self.messages.filter(pk=message_id, choices_open=True).first()
+        if candidate is None:
+            return None
+        Message.annotate_for_display([candidate])
+        path, _versions = self._path_to(self.active_leaf_id)
+        return candidate if any(m.pk in path for m in candidate.open_choices) else None
 
 
 def context_start_of(branch: list["Message"]) -> int | None:
@@ -366,6 +525,30 @@ def context_start_of(branch: list["Message"]) -> int | None:
 
 class Busy(Exception):
     """A reply is already being generated in this conversation."""
+
+
+class NotAChoice(Exception):
+    """The message is not one of several open choices."""
+
+
+class CannotContinue(Exception):
+    """Only the last reply, cut off by max_tokens, can be continued."""
+
+
+class CannotAnswer(Exception):
+    """The reply called no tools, or their results were already sent."""
+
+
+# The most choices (n) one message may ask for.
+MAX_CHOICES = 8
+
+
+def choices_wanted(params: dict) -> int:
+    """How many choices the settings ask for (1 when n is unset or not a sensible number)."""
+    n = params.get("n")
+    if not isinstance(n, int) or isinstance(n, bool):
+        return 1
+    return max(1, min(n, MAX_CHOICES))
 
 
 # Saved in the language of whoever finds the reply interrupted (English when runchat starts up).

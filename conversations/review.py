@@ -12,8 +12,8 @@ from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from . import transcripts
-from .models import AuditRecord, Conversation, Message
+from conversations.library import transcripts
+from conversations.models import AuditRecord, Conversation, Message
 
 PERMISSION = "conversations.review_conversation"
 

@@ -1,7 +1,7 @@
 from django.urls import path
 
-from .consumers import ChatConsumer
-from .playground_consumer import PlaygroundConsumer
+from conversations.chat.consumer import ChatConsumer
+from conversations.playground.consumer import PlaygroundConsumer
 
 websocket_urlpatterns = [
     path("ws/c/<str:code>/", ChatConsumer.as_asgi()),

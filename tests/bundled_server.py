@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conversations import bundled
+from conversations.providers import bundled
 
 
 def free_port() -> int:

@@ -11,8 +11,11 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.test import Client
 
-from conversations import choices, generation, llm, titles
+from conversations.generation import feeds as choices
+from conversations.generation import reply as generation
+from conversations.generation import titles
 from conversations.models import Conversation, Provider
+from conversations.providers import client as llm
 
 from .fake_provider import FakeProvider
 

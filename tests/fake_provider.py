@@ -239,7 +239,7 @@ def fake_completion(body: dict, *, pace: float = 0.0):
 
 
 def is_title_request(request: Request) -> bool:
-    from conversations.titles import TITLE_INSTRUCTION
+    from conversations.generation.titles import TITLE_INSTRUCTION
 
     messages = (request.body or {}).get("messages") or [{}]
     return not (request.body or {}).get("stream") and messages[0].get("content") == TITLE_INSTRUCTION

@@ -14,7 +14,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 
-from conversations import library
+from conversations.library import views as library
 from conversations.models import Conversation, Message, Provider
 
 from .live_server import browser_page, live_daphne  # noqa: F401

@@ -3,8 +3,8 @@
 import pytest
 from asgiref.sync import sync_to_async
 
-from conversations import llm
 from conversations.models import Conversation, Message
+from conversations.providers import client as llm
 
 from .conftest import open_socket
 

@@ -5,8 +5,8 @@ import asyncio
 import pytest
 from asgiref.sync import sync_to_async
 
-from conversations import choices
-from conversations.models import Conversation, Message
+from conversations.generation.feeds import split_usage
+from conversations.models import MAX_CHOICES, Conversation, Message, choices_wanted
 from conversations.rendering import render_html
 
 from .conftest import open_socket
@@ -285,17 +285,17 @@ async def test_a_failed_choice_request_fails_every_choice_with_the_reason(alice,
 
 
 def test_wanted_reads_n_safely():
-    assert choices.wanted({}) == 1
-    assert choices.wanted({"n": 3}) == 3
-    assert choices.wanted({"n": "3"}) == 1
-    assert choices.wanted({"n": True}) == 1
-    assert choices.wanted({"n": 500}) == choices.MAX_CHOICES
+    assert choices_wanted({}) == 1
+    assert choices_wanted({"n": 3}) == 3
+    assert choices_wanted({"n": "3"}) == 1
+    assert choices_wanted({"n": True}) == 1
+    assert choices_wanted({"n": 500}) == MAX_CHOICES
 
 
 def test_usage_shares_add_up():
-    assert choices._split(30, [5, 18]) == [7, 23]
-    assert sum(choices._split(7, [1, 1, 1])) == 7
-    assert choices._split(0, [3, 4]) == [0, 0]
+    assert split_usage(30, [5, 18]) == [7, 23]
+    assert sum(split_usage(7, [1, 1, 1])) == 7
+    assert split_usage(0, [3, 4]) == [0, 0]
 
 
 async def test_a_single_reply_is_unchanged_by_all_this(alice, conversation, fake):

@@ -3,8 +3,8 @@
 import pytest
 from asgiref.sync import sync_to_async
 
+from conversations.generation.parts import CONTINUE_INSTRUCTION
 from conversations.models import Conversation, Message
-from conversations.stream_parts import CONTINUE_INSTRUCTION
 
 from .conftest import open_socket
 from .fake_provider import Stream, text_stream

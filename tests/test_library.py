@@ -10,7 +10,8 @@ from asgiref.sync import sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
-from conversations import library, titles
+from conversations.generation import titles
+from conversations.library import views as library
 from conversations.models import Conversation, Message
 
 from .conftest import login_client, open_socket
@@ -297,7 +298,7 @@ def test_without_htmx_a_bad_file_shows_the_import_page(alice_client):
 
 @pytest.mark.django_db
 def test_a_file_over_the_size_limit_is_refused(alice_client, alice, monkeypatch):
-    from conversations import imports
+    from conversations.library import imports
 
     monkeypatch.setattr(imports, "MAX_BYTES", 100)
     upload = SimpleUploadedFile("big.json", minimal(title="x" * 200))

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from conversations import llm
-from conversations.llm import (
+from conversations.models import Provider
+from conversations.providers import client as llm
+from conversations.providers.client import (
     BadResponse,
     Chunk,
     ProviderError,
@@ -21,7 +22,6 @@ from conversations.llm import (
     StreamInterrupted,
     Usage,
 )
-from conversations.models import Provider
 
 from .fake_provider import Close, Hang, Reply, Stream, chunk, sse, text_stream
 

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from conversations import llm
 from conversations.models import Conversation
+from conversations.providers import client as llm
 from conversations.templatetags.reply_extras import logprob_tokens
 
 from .conftest import open_socket

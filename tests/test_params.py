@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conversations import params as P
+from conversations.providers import params as P
 
 
 def ok(data, mode=P.CHAT):

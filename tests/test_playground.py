@@ -10,10 +10,12 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.utils import timezone
 
-from conversations import completion, llm
-from conversations.completion import pieces
-from conversations.generation import user_id_for_provider
+from conversations.generation import completion
 from conversations.models import Conversation, Message, Provider
+from conversations.playground import runs as run_views
+from conversations.playground.runs import pieces
+from conversations.providers import client as llm
+from conversations.providers.client import user_id_for_provider
 
 from .conftest import Socket, login_client
 from .fake_provider import Close, Reply, Stream, completion_chunk, sse, token_logprobs
@@ -82,7 +84,7 @@ async def finished(socket, timeout=5.0) -> str:
 
 
 def runs(conversation):
-    return completion.runs_of(conversation)
+    return run_views.runs_of(conversation)
 
 
 async def the_runs(conversation):
@@ -569,7 +571,7 @@ async def test_every_choice_is_checkpointed_while_it_streams(alice, playground, 
 
 
 def test_a_run_whose_process_died_is_shown_interrupted(alice_client, playground):
-    run_message, choices = completion.start_run(playground, "Lost", {"n": 2})
+    run_message, choices = playground.start_run("Lost", {"n": 2})
     Message.objects.filter(pk__in=[c.pk for c in choices]).update(
         content="half", heartbeat_at=timezone.now() - timedelta(seconds=60)
     )
@@ -607,7 +609,7 @@ def test_pieces_follow_text_offset():
         ("llo", 2, True),
         ("!", 5, False),
     ]
-    shown = completion.shown_tokens("Hello!", tokens)
+    shown = run_views.shown_tokens("Hello!", tokens)
     assert [(t["token"], t["logprob"], t["offset"]) for t in shown] == [
         ("He", -0.1, 0),
         ("llo", -2.0, 2),

@@ -14,7 +14,7 @@ from django.db import connections
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from conversations import quotas
+from conversations.accounts import quotas
 from conversations.models import Conversation, Message, Profile, Usage
 
 from .conftest import login_client, open_socket

@@ -5,8 +5,8 @@ import itertools
 
 import pytest
 
-from conversations import llm
-from conversations.stream_parts import ReplyParts, ThinkSplitter, split_orphan_think
+from conversations.generation.parts import ReplyParts, ThinkSplitter, split_orphan_think
+from conversations.providers import client as llm
 
 from .conftest import open_socket
 from .fake_provider import Stream, chunk, sse, text_stream

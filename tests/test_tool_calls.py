@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from conversations import llm
 from conversations.models import Conversation, Message
+from conversations.providers import client as llm
 
 from .conftest import open_socket
 from .fake_provider import Stream, chunk, sse, tool_call_delta

@@ -12,8 +12,8 @@ from asgiref.sync import sync_to_async
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from conversations import usage
-from conversations.generation import Generation
+from conversations.accounts import usage
+from conversations.generation.reply import Generation
 from conversations.models import Conversation, Message, Usage
 
 from .conftest import login_client, open_socket

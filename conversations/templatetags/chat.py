@@ -1,6 +1,6 @@
 from django import template
 
-from ..rendering import render_markdown
+from conversations.rendering import render_markdown
 
 register = template.Library()
 

@@ -6,8 +6,8 @@ from django import template
 from django.db.models import Count, Q, Sum
 from django.utils.translation import gettext as _
 
-from ..stream_parts import json_view as _json_view
-from ..stream_parts import tool_call_view
+from conversations.generation.parts import json_view as _json_view
+from conversations.generation.parts import tool_call_view
 
 register = template.Library()
 

@@ -1,6 +1,6 @@
 from django import template
 
-from ..chat_settings import TEMPLATE, panel_context
+from conversations.chat.settings_panel import TEMPLATE, panel_context
 
 register = template.Library()
 

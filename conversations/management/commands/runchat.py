@@ -8,8 +8,8 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from conversations import bundled
 from conversations.models import Message, Provider
+from conversations.providers import bundled
 
 
 class Command(BaseCommand):

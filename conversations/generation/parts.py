@@ -18,8 +18,8 @@ import json
 import time
 import uuid
 
-from . import llm
-from .models import Message
+from conversations.models import Message
+from conversations.providers import client as llm
 
 # Sent (to the model, not shown) when the user asks to continue a reply cut off by max_tokens.
 CONTINUE_INSTRUCTION = (

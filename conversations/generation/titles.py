@@ -19,8 +19,9 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
 
-from . import llm
-from .models import Conversation, Message
+from conversations import events
+from conversations.models import Conversation, Message
+from conversations.providers import client as llm
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,6 @@ async def _name(conversation_id: int, reply_id: int) -> None:
 
 async def _ask(conversation: Conversation, provider, model: str, question: str, answer: str) -> str:
     """The model's title, cleaned; empty if the provider fails or answers nothing usable."""
-    from .generation import user_id_for_provider
-
     model = model or provider.default_model
     if not model:
         return ""
@@ -112,7 +111,7 @@ async def _ask(conversation: Conversation, provider, model: str, question: str, 
         ],
         "max_tokens": MAX_TOKENS,
         "stream": False,
-        "user": user_id_for_provider(conversation.owner_id),
+        "user": llm.user_id_for_provider(conversation.owner_id),
     }
     try:
         data = await asyncio.wait_for(llm.post_json(provider, "/chat/completions", payload), TIMEOUT_SECONDS)
@@ -150,7 +149,7 @@ def clean_title(text: str) -> str:
 async def _push(conversation: Conversation) -> None:
     """Send the new title (header and sidebar) to every page open on the conversation."""
     html = await sync_to_async(_render)(conversation)
-    await get_channel_layer().group_send(conversation.group_name, {"type": "chat.title", "html": html})
+    await get_channel_layer().group_send(conversation.group_name, events.title(html))
 
 
 def _render(conversation: Conversation) -> str:

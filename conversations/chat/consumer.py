@@ -21,8 +21,12 @@ from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 
-from . import choices, i18n, library, quotas, reply_actions
-from .models import Busy, Conversation, Message
+from conversations import events, i18n
+from conversations.accounts import quotas
+from conversations.chat import actions as reply_actions
+from conversations.generation import feeds
+from conversations.library import views as library
+from conversations.models import Busy, Conversation, Message
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +40,9 @@ SYNC_CHECK_SECONDS = 3.0
 # the database thread before every event it dispatches; for these that round trip is pure delay
 # (under load each delta would queue behind all the database work of the process).
 NO_DATABASE_EVENTS = {
-    "generation.delta": "generation_delta",
-    "generation.snapshot": "generation_snapshot",
-    "generation.context": "generation_context",
+    events.DELTA: "generation_delta",
+    events.SNAPSHOT: "generation_snapshot",
+    events.CONTEXT: "generation_context",
     **reply_actions.NO_DATABASE_EVENTS,
 }
 
@@ -115,7 +119,7 @@ class ChatConsumer(reply_actions.ReplyActionsMixin, AsyncWebsocketConsumer):
         elif action == "switch":
             await self._switch(data.get("message_id"))
         elif action == "stop":
-            await self.channel_layer.group_send(self.conversation.control_group_name, {"type": "generation.stop"})
+            await self.channel_layer.group_send(self.conversation.control_group_name, events.stop())
         elif action == "sync":
             await self._send_transcript()
         elif action in reply_actions.ACTIONS:
@@ -153,25 +157,24 @@ class ChatConsumer(reply_actions.ReplyActionsMixin, AsyncWebsocketConsumer):
         had_title = bool(self.conversation.title)
         try:
             # n > 1 in the settings: n replies, side by side (conversations/choices.py).
-            user_message, replies = await database_sync_to_async(choices.add_exchange)(
-                self.conversation, text.strip(), self.conversation.model, replacing=replacing
+            user_message, replies = await database_sync_to_async(self.conversation.send)(
+                text.strip(), self.conversation.model, replacing=replacing
             )
         except Busy:
             await self._send_error(_("A reply is still being written. Wait for it, or stop it, before sending."))
             return
         reply = replies[0]
-        generations = await choices.open_generations(self.conversation, replies)
+        opened = await feeds.open_chat(self.conversation, replies)
         if replacing is None:
             # Rendered once here, not by every viewer: the pages of one conversation are all its owner's.
             html = render_to_string(f"{PAGE}#added", {"messages": [user_message, reply]})
             if not had_title:
                 html += await database_sync_to_async(self._title_and_sidebar)()
-            event = {"type": "chat.added", "html": html, "reply_id": reply.pk, "reply_ids": [r.pk for r in replies]}
+            event = events.added(html, [r.pk for r in replies])
         else:
-            event = {"type": "chat.transcript"}
+            event = events.transcript()
         await self.channel_layer.group_send(self.conversation.group_name, event)
-        for generation in generations:
-            generation.start()
+        opened.start()
         if replacing is None:
             # Only the tab that sent it has its box emptied, and only once the message is saved.
             await self.send(text_data=render_to_string(f"{PAGE}#composer_input", {"oob": True}))
@@ -184,28 +187,27 @@ class ChatConsumer(reply_actions.ReplyActionsMixin, AsyncWebsocketConsumer):
             await self._send_error(refusal.on_regenerate)
             return
         try:
-            replies = await database_sync_to_async(choices.regenerate)(self.conversation, reply)
+            replies = await database_sync_to_async(self.conversation.regenerate)(reply)
         except Busy:
             await self._send_error(_("A reply is still being written. Wait for it, or stop it, first."))
             return
-        generations = await choices.open_generations(self.conversation, replies)
-        await self.channel_layer.group_send(self.conversation.group_name, {"type": "chat.transcript"})
-        for generation in generations:
-            generation.start()
+        opened = await feeds.open_chat(self.conversation, replies)
+        await self.channel_layer.group_send(self.conversation.group_name, events.transcript())
+        opened.start()
 
     async def _switch(self, message_id):
         message = await self._get_message(message_id)
         if message is None:
             return
         await database_sync_to_async(self.conversation.switch_to)(message.pk)
-        await self.channel_layer.group_send(self.conversation.group_name, {"type": "chat.transcript"})
+        await self.channel_layer.group_send(self.conversation.group_name, events.transcript())
 
     # -- events from the group ----------------------------------------------------------------
 
     async def chat_added(self, event):
         # The generation starts only after this event is sent, and a channel delivers in order, so
         # every delta of the new reply comes after it: follow it from the start, no snapshot needed.
-        for reply_id in event.get("reply_ids") or [event["reply_id"]]:
+        for reply_id in event["reply_ids"]:
             self.last_seq[reply_id] = 0
             self._watch(reply_id)
         await self.send(text_data=event["html"] + self._composer(busy=True))
@@ -269,7 +271,7 @@ class ChatConsumer(reply_actions.ReplyActionsMixin, AsyncWebsocketConsumer):
         self.last_seq.pop(message_id, None)
         self.heard.pop(message_id, None)
         # None: not shown. One of n choices shown side by side counts as shown.
-        message = await database_sync_to_async(reply_actions.shown_or_open_choice)(self.conversation, message_id)
+        message = await database_sync_to_async(self.conversation.shown_or_open_choice)(message_id)
         context = {"message": message, "oob": True, "preserve_text": message_id if shown else None}
         html = render_to_string(f"{PAGE}#message", context) if message else ""
         busy = await self.conversation.messages.filter(status=Message.Status.STREAMING).aexists()
@@ -280,9 +282,7 @@ class ChatConsumer(reply_actions.ReplyActionsMixin, AsyncWebsocketConsumer):
     async def _follow(self, message_id: int):
         """Ask the generation of a streaming reply for a snapshot; hold its deltas until then."""
         self.syncing[message_id] = []
-        await self.channel_layer.group_send(
-            self.conversation.control_group_name, {"type": "generation.sync", "reply_to": self.channel_name}
-        )
+        await self.channel_layer.group_send(self.conversation.control_group_name, events.sync(self.channel_name))
         self._watch(message_id)
 
     def _watch(self, message_id: int):
@@ -307,14 +307,14 @@ class ChatConsumer(reply_actions.ReplyActionsMixin, AsyncWebsocketConsumer):
             if time.monotonic() - heard < SYNC_CHECK_SECONDS:
                 continue
             if await self.conversation.messages.filter(pk=message_id).stale().amark_interrupted():
-                await self.generation_finished({"message_id": message_id})
+                await self.generation_finished(events.finished(message_id))
 
     async def _send_transcript(self):
         """Re-render the shown branch from the database (after a reconnect or a branch change)."""
         await self.conversation.arefresh_from_db()
         # The newest page of the branch, as the page itself shows it; older pages load on scroll.
         transcript = await database_sync_to_async(library.transcript_context)(self.conversation)
-        streaming = choices.streaming_ids(transcript["branch"])
+        streaming = feeds.streaming_ids(transcript["branch"])
         context = {**transcript, "oob": True}
         html = render_to_string(f"{PAGE}#transcript", context)
         await self.send(text_data=html + self._composer(busy=bool(streaming)))

@@ -29,13 +29,15 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 
-from . import llm, rendering, stream_parts, titles
-from .models import Conversation, Message, Provider
-from .params import InvalidParams, request_fields
-from .usage import arecord_reply
+from conversations import events, rendering
+from conversations.accounts.usage import arecord_reply
+from conversations.generation import parts as stream_parts
+from conversations.generation import titles
+from conversations.models import Conversation, Message, Provider
+from conversations.providers import client as llm
+from conversations.providers.params import InvalidParams, request_fields
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +62,6 @@ _running: dict[int, Generation] = {}
 
 def running(message_id: int) -> Generation | None:
     return _running.get(message_id)
-
-
-def user_id_for_provider(user_id: int) -> str:
-    """A stable id for the account that cannot be turned back into it (the `user` parameter)."""
-    return salted_hmac("conversations.provider-user", str(user_id)).hexdigest()[:32]
 
 
 @dataclass
@@ -258,7 +255,7 @@ class Generation:
         self.json_mode = stream_parts.asks_for_json(conversation.params)
         if prompt.context_start_id:
             await Message.objects.filter(pk=self.message_id).aupdate(context_start_id=prompt.context_start_id)
-            await self._publish("generation.context", context_start_id=prompt.context_start_id)
+            await self._publish(events.context(self.message_id, prompt.context_start_id))
         return provider, prompt
 
     async def _first_model(self, provider: Provider) -> str:
@@ -279,7 +276,7 @@ class Generation:
             "model": self.model,
             "messages": prompt.messages,
             **params,
-            "user": user_id_for_provider(self.conversation.owner_id),
+            "user": llm.user_id_for_provider(self.conversation.owner_id),
         }
 
     async def _read(self, provider: Provider, prompt: Prompt):
@@ -320,13 +317,7 @@ class Generation:
             self._extras_sent = (self.extras.version, now)
         if not (self.extras.reasoning or self.extras.tool_calls):
             return
-        event = {
-            "type": "generation.extras",
-            "message_id": self.message_id,
-            "reasoning": self.extras.reasoning,
-            "thinking": self.extras.thinking,
-            "tool_calls": self.extras.tool_calls,
-        }
+        event = events.extras(self.message_id, self.extras.reasoning, self.extras.thinking, self.extras.tool_calls)
         if to:
             await self.layer.send(to, event)
         else:
@@ -334,8 +325,8 @@ class Generation:
 
     # -- publishing ---------------------------------------------------------------------------
 
-    async def _publish(self, type_: str, **fields):
-        await self.layer.group_send(self.group, {"type": type_, "message_id": self.message_id, **fields})
+    async def _publish(self, event: events.Event):
+        await self.layer.group_send(self.group, event)
 
     async def _flush(self):
         final = self._closing  # no more text: every block is finished
@@ -349,7 +340,7 @@ class Generation:
         if not text and not frames:
             return
         self.seq += 1
-        await self._publish("generation.delta", seq=self.seq, text=text, frames=frames)
+        await self._publish(events.delta(self.message_id, self.seq, text, frames))
 
     async def _flush_loop(self):
         """Publish new text as soon as the reader has some; the reader paces itself (see _read).
@@ -371,25 +362,16 @@ class Generation:
         """Obey commands sent to this conversation's control group from any process."""
         while True:
             event = await self.layer.receive(self._control_channel)
-            if event.get("type") == "generation.end":
+            if event.get("type") == events.END:
                 return
-            if event.get("type") == "generation.stop":
+            if event.get("type") == events.STOP:
                 self.stop()
-            elif event.get("type") == "generation.sync" and event.get("reply_to"):
+            elif event.get("type") == events.SYNC and event.get("reply_to"):
                 await self._answer_sync(event["reply_to"])
 
     async def _answer_sync(self, reply_to: str):
         """A viewer that just connected asks where the reply stands: a snapshot, then its extras."""
-        await self.layer.send(
-            reply_to,
-            {
-                "type": "generation.snapshot",
-                "message_id": self.message_id,
-                "seq": self.seq,
-                "content": self._text,
-                "html": self.stream.html,
-            },
-        )
+        await self.layer.send(reply_to, events.snapshot(self.message_id, self.seq, self._text, self.stream.html))
         await self._send_extras(to=reply_to)
 
     async def _close_control(self):
@@ -404,7 +386,7 @@ class Generation:
         await self.layer.group_discard(self.control_group, self._control_channel)
         if self._control is None or self._control.done():
             return
-        await self.layer.send(self._control_channel, {"type": "generation.end"})
+        await self.layer.send(self._control_channel, events.end())
         try:
             await asyncio.wait_for(asyncio.shield(self._control), timeout=5)
         except TimeoutError:
@@ -470,7 +452,7 @@ class Generation:
                 log.exception("Could not record the usage of reply %s", self.message_id)
         # The pages that followed the stream already show this text: they keep their copy.
         shown = self.stream.final and self.stream.text == parts.content
-        await self._publish("generation.finished", status=status, text_shown=shown)
+        await self._publish(events.finished(self.message_id, status, shown))
         titles.after_reply(self, status)  # names the conversation in the background after its first exchange
 
 

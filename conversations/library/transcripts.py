@@ -14,7 +14,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from .models import Conversation, Message
+from conversations.models import Conversation, Message
 
 MESSAGE_FIELDS = [
     "id",

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Sum
 from django.utils import timezone
 
-from .models import Provider, Usage
+from conversations.models import Provider, Usage
 
 log = logging.getLogger(__name__)
 

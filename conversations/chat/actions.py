@@ -11,20 +11,20 @@ from __future__ import annotations
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import transaction
 from django.template.loader import render_to_string
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import choices, quotas
-from .models import Busy, Conversation, Message
-from .stream_parts import tool_call_view
+from conversations import events
+from conversations.accounts import quotas
+from conversations.generation import feeds
+from conversations.generation.parts import tool_call_view
+from conversations.models import Busy, CannotAnswer, CannotContinue, Conversation, NotAChoice
 
 EXTRAS = "conversations/_message_extras.html"
 
 ACTIONS = ("pick", "continue", "tool_result")
 # Group events these handlers render without the database (see NO_DATABASE_EVENTS).
-NO_DATABASE_EVENTS = {"generation.extras": "generation_extras", "choices.note": "choices_note"}
+NO_DATABASE_EVENTS = {events.EXTRAS: "generation_extras", events.CHOICES_NOTE: "choices_note"}
 
 
 def extras_frame(event: dict) -> str:
@@ -48,67 +48,6 @@ def usage_frame(conversation: Conversation) -> str:
     return render_to_string("conversations/_usage_totals.html", {"conversation": conversation, "oob": True})
 
 
-class CannotContinue(Exception):
-    pass
-
-
-class CannotAnswer(Exception):
-    pass
-
-
-@transaction.atomic
-def reopen_to_continue(conversation: Conversation, message: Message) -> Message:
-    """Mark a reply cut off by max_tokens as streaming again, to grow it where it stopped."""
-    conversation._lock()
-    message.refresh_from_db()
-    if (
-        message.role != Message.Role.ASSISTANT
-        or message.finish_reason != "length"
-        or message.status != Message.Status.COMPLETE
-        or message.tool_calls
-        or message.children.exists()
-    ):
-        raise CannotContinue
-    if message.choices_open:
-        choices.close_open_choices(conversation, message.parent_id)  # going on with it picks it
-    Message.objects.filter(pk=message.pk).update(
-        status=Message.Status.STREAMING, finish_reason="", error="", choices_open=False, heartbeat_at=timezone.now()
-    )
-    conversation.switch_to(message.pk)
-    message.refresh_from_db()
-    return message
-
-
-@transaction.atomic
-def add_tool_results(conversation: Conversation, message: Message, results: dict[str, str]) -> list[Message]:
-    """One `tool` message per call of `message` (in its order), then n streaming replies after them."""
-    conversation._lock()
-    message.refresh_from_db()
-    if message.role != Message.Role.ASSISTANT or not message.tool_calls or message.children.exists():
-        raise CannotAnswer
-    if message.choices_open:
-        choices.close_open_choices(conversation, message.parent_id)
-    parent = message
-    for call in message.tool_calls:
-        parent = conversation.messages.create(
-            role=Message.Role.TOOL, parent=parent, tool_call_id=call["id"], content=results[call["id"]]
-        )
-    return choices.add_replies_after(conversation, parent, conversation.model)
-
-
-def shown_or_open_choice(conversation: Conversation, message_id: int) -> Message | None:
-    """A finished message to re-render: on the shown branch, or one of the open choices shown there."""
-    message = conversation.shown_message(message_id)
-    if message is not None:
-        return message
-    candidate = conversation.messages.filter(pk=message_id, choices_open=True).first()
-    if candidate is None:
-        return None
-    Message.annotate_for_display([candidate])
-    path, _versions = conversation._path_to(conversation.active_leaf_id)
-    return candidate if any(m.pk in path for m in candidate.open_choices) else None
-
-
 class ReplyActionsMixin:
     async def reply_action(self, action: str, data: dict):
         if action == "pick":
@@ -123,14 +62,14 @@ class ReplyActionsMixin:
         if message is None:
             return
         try:
-            await database_sync_to_async(choices.pick)(self.conversation, message)
+            await database_sync_to_async(self.conversation.pick)(message)
         except Busy:
             await self._send_error(_("Wait until every choice is finished (or stop them) before picking one."))
             return
-        except choices.NotAChoice:
+        except NotAChoice:
             await self._send_error(_("That reply is not one of the choices to pick from."))
             return
-        await self.channel_layer.group_send(self.conversation.group_name, {"type": "chat.transcript"})
+        await self.channel_layer.group_send(self.conversation.group_name, events.transcript())
 
     async def _continue(self, message_id):
         message = await self._get_message(message_id, "assistant")
@@ -140,17 +79,16 @@ class ReplyActionsMixin:
             await self._send_error(refusal.on_regenerate)
             return
         try:
-            message = await database_sync_to_async(reopen_to_continue)(self.conversation, message)
+            message = await database_sync_to_async(self.conversation.reopen_to_continue)(message)
         except Busy:
             await self._send_error(_("A reply is still being written. Wait for it, or stop it, first."))
             return
         except CannotContinue:
             await self._send_error(_("Only the last reply, when it was cut off by max_tokens, can be continued."))
             return
-        generations = await choices.open_generations(self.conversation, [message], continuing=True)
-        await self.channel_layer.group_send(self.conversation.group_name, {"type": "chat.transcript"})
-        for generation in generations:
-            generation.start()
+        opened = await feeds.open_chat(self.conversation, [message], continuing=True)
+        await self.channel_layer.group_send(self.conversation.group_name, events.transcript())
+        opened.start()
 
     async def _tool_result(self, data: dict):
         message = await self._get_message(data.get("message_id"), "assistant")
@@ -178,17 +116,16 @@ class ReplyActionsMixin:
             await self._send_error(refusal.on_send)
             return
         try:
-            replies = await database_sync_to_async(add_tool_results)(self.conversation, message, results)
+            replies = await database_sync_to_async(self.conversation.add_tool_results)(message, results)
         except Busy:
             await self._send_error(_("A reply is still being written. Wait for it, or stop it, first."))
             return
         except CannotAnswer:
             await self._send_error(_("The results of these tool calls were already sent."))
             return
-        generations = await choices.open_generations(self.conversation, replies)
-        await self.channel_layer.group_send(self.conversation.group_name, {"type": "chat.transcript"})
-        for generation in generations:
-            generation.start()
+        opened = await feeds.open_chat(self.conversation, replies)
+        await self.channel_layer.group_send(self.conversation.group_name, events.transcript())
+        opened.start()
 
     # -- group events (no database) -------------------------------------------------------------
 

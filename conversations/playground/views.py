@@ -14,10 +14,11 @@ from django.shortcuts import redirect, render
 from django.urls import path
 from django.views.decorators.http import require_POST
 
-from . import completion
-from . import params as P
-from .chat_settings import build_fields
-from .models import Conversation, Provider
+from conversations.access import get_conversation, sidebar_for
+from conversations.forms import build_fields
+from conversations.models import Conversation
+from conversations.playground import runs as run_views
+from conversations.providers import params as P
 
 PAGE = "conversations/playground.html"
 
@@ -40,46 +41,30 @@ def form_context(conversation: Conversation, values=None, errors=None) -> dict:
 
 
 def page(request, conversation: Conversation):
-    """The playground page of a completion conversation (views.conversation hands it over)."""
-    from .views import sidebar_for
-
+    """The playground page of a completion conversation (conversations/pages.py hands it over)."""
     conversation.messages.stale().mark_interrupted()
-    runs = completion.runs_of(conversation)
+    runs = run_views.runs_of(conversation)
     context = {
         **form_context(conversation),
         "runs": runs,
-        "prompt": completion.last_prompt(conversation),
+        "prompt": run_views.last_prompt(conversation),
         "sidebar": sidebar_for(request.user),
         "busy": any(run.is_streaming for run in runs),
     }
     return render(request, PAGE, context)
 
 
-def _empty_playground(user) -> Conversation:
-    """Reuse the user's untouched text completion, so the button never piles up empty ones."""
-    empty = Conversation.objects.for_user(user).filter(mode=Conversation.Mode.COMPLETION, title="")
-    conversation = empty.filter(messages__isnull=True).first()
-    if conversation is None:
-        provider = Provider.objects.default()
-        conversation = Conversation.objects.create(
-            owner=user, provider=provider, model=provider.default_model, mode=Conversation.Mode.COMPLETION
-        )
-    return conversation
-
-
 @require_POST
 @login_required
 def new_completion(request):
-    return redirect("conversation", _empty_playground(request.user).code)
+    return redirect("conversation", Conversation.objects.empty_for(request.user, Conversation.Mode.COMPLETION).code)
 
 
 @require_POST
 @login_required
 def save_settings(request, code):
     """Save the completion parameters (all or nothing); only the status and error slots are swapped in."""
-    from .views import _get_conversation
-
-    conversation = _get_conversation(request, code)
+    conversation = get_conversation(request, code)
     result = P.validate(request.POST, P.COMPLETION)
     if result.ok and conversation.mode == Conversation.Mode.COMPLETION:
         conversation.params = result.params

@@ -10,9 +10,7 @@ the user is typing into is never replaced.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
-from django import forms
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import IntegrityError, transaction
@@ -20,12 +18,13 @@ from django.http import Http404
 from django.shortcuts import render
 from django.urls import path
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRefresh
 
-from . import params as P
-from .models import Conversation, Preset, Provider, ProviderModel
+from conversations.access import get_conversation
+from conversations.forms import build_fields, one_value
+from conversations.models import Conversation, Preset
+from conversations.providers import params as P
 
 log = logging.getLogger(__name__)
 
@@ -34,99 +33,6 @@ SYSTEM_PROMPT = "system_prompt"
 
 
 # -- what the panel shows -----------------------------------------------------------------------
-
-
-@dataclass
-class Field:
-    """One parameter in the form: what to show in it and what is wrong with it."""
-
-    param: P.Param
-    value: str = ""
-    values: list[str] = field(default_factory=list)  # the stop slots
-    errors: dict[str, str] = field(default_factory=dict)
-    options: list[tuple[str, str]] = field(default_factory=list)  # tool_choice
-    extras: dict[str, str] = field(default_factory=dict)  # response_format's schema inputs
-
-    @property
-    def name(self) -> str:
-        return self.param.name
-
-    @property
-    def id(self) -> str:
-        return self.param.field_id
-
-    @property
-    def error(self) -> str:
-        return self.errors.get(self.name, "")
-
-    @property
-    def schema_name(self) -> str:
-        return self._extra(P.SCHEMA_NAME)
-
-    @property
-    def schema(self) -> str:
-        return self._extra(P.SCHEMA)
-
-    @property
-    def schema_strict(self) -> bool:
-        return self._extra(P.SCHEMA_STRICT) == "on"
-
-    @property
-    def schema_name_error(self) -> str:
-        return self.errors.get(P.SCHEMA_NAME, "")
-
-    @property
-    def schema_error(self) -> str:
-        return self.errors.get(P.SCHEMA, "")
-
-    def _extra(self, name):
-        return self.extras.get(name, "")
-
-    @property
-    def numeric_mode(self) -> str:
-        """A keyboard hint that still allows a minus sign where the range needs one."""
-        if self.param.kind == "int" and (self.param.minimum or 0) >= 0:
-            return "numeric"
-        if self.param.kind == "float" and (self.param.minimum or 0) >= 0:
-            return "decimal"
-        return ""
-
-
-def _one(values, name) -> str:
-    value = values.get(name, "")
-    if isinstance(value, (list, tuple)):
-        return value[-1] if value else ""
-    return value
-
-
-def _many(values, name) -> list[str]:
-    if hasattr(values, "getlist"):
-        return values.getlist(name)
-    value = values.get(name, [])
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def build_fields(mode: str, values, errors: dict[str, str]) -> list[Field]:
-    """The form's fields, filled from `values` (posted strings, or form_values() of stored params)."""
-    fields = []
-    for param in P.params_for(mode):
-        f = Field(param=param, errors=errors)
-        if param.kind == "stop":
-            f.values = ([v for v in _many(values, param.name) if v] + [""] * P.MAX_STOP)[: P.MAX_STOP]
-        else:
-            f.value = _one(values, param.name)
-        if param.kind == "response_format":
-            f.extras = {name: _one(values, name) for name in (P.SCHEMA_NAME, P.SCHEMA, P.SCHEMA_STRICT)}
-        if param.kind == "tool_choice":
-            f.options = [(value, str(label)) for value, label in param.choices]
-            function = _("function: %(name)s")
-            f.options += [
-                (P.FUNCTION_PREFIX + name, function % {"name": name}) for name in P.tool_names(_one(values, "tools"))
-            ]
-            if f.value and f.value not in [value for value, _label in f.options]:
-                f.options.append((f.value, function % {"name": f.value.removeprefix(P.FUNCTION_PREFIX)}))
-        fields.append(f)
-    return fields
 
 
 def panel_context(conversation: Conversation, user, *, values=None, errors=None, **extra) -> dict:
@@ -138,7 +44,7 @@ def panel_context(conversation: Conversation, user, *, values=None, errors=None,
     return {
         "conversation": conversation,
         "fields": build_fields(mode, values, errors),
-        "system_prompt": _one(values, SYSTEM_PROMPT),
+        "system_prompt": one_value(values, SYSTEM_PROMPT),
         "system_prompt_error": errors.get(SYSTEM_PROMPT, ""),
         "presets": user.presets.all(),
         **extra,
@@ -148,15 +54,10 @@ def panel_context(conversation: Conversation, user, *, values=None, errors=None,
 # -- admin defaults and presets -------------------------------------------------------------------
 
 
-def model_defaults(provider: Provider | None, model: str) -> dict:
-    """The admin's settings for new conversations with this model: {"params": ..., "system_prompt": ...}."""
-    entry = ProviderModel.objects.filter(provider=provider, name=model).first() if provider and model else None
-    if entry is None:
+def _defaults(conversation: Conversation, model: str) -> dict:
+    if conversation.provider is None:
         return {"params": {}, "system_prompt": ""}
-    checked = P.check_stored(entry.default_params or {})
-    if checked.errors:
-        log.warning("Ignoring invalid default settings of model %s: %s", model, checked.errors)
-    return {"params": checked.params, "system_prompt": entry.default_system_prompt}
+    return conversation.provider.defaults_for(model)
 
 
 def apply_model_change(conversation: Conversation, old_model: str) -> bool:
@@ -167,10 +68,10 @@ def apply_model_change(conversation: Conversation, old_model: str) -> bool:
     """
     if conversation.messages.exists():
         return False
-    old = model_defaults(conversation.provider, old_model)
+    old = _defaults(conversation, old_model)
     if (conversation.params, conversation.system_prompt) != (old["params"], old["system_prompt"]):
         return False
-    new = model_defaults(conversation.provider, conversation.model)
+    new = _defaults(conversation, conversation.model)
     if new == old:
         return False
     conversation.params, conversation.system_prompt = new["params"], new["system_prompt"]
@@ -218,43 +119,14 @@ def start_new_chat(request, conversation: Conversation) -> None:
         log.info("Preset %s not applied: %s", preset_id, error)
 
 
-class ProviderModelForm(forms.ModelForm):
-    """Per-model rows in the admin: default settings are checked by the same rules as the panel's."""
-
-    class Meta:
-        model = ProviderModel
-        fields = ["name", "context_length", "default_params", "default_system_prompt"]
-        help_texts = {
-            "default_params": gettext_lazy(
-                'Request settings for new conversations with this model, as JSON, e.g. {"temperature": 0.7, '
-                '"max_tokens": 512}. A user\'s preset replaces them.'
-            ),
-        }
-
-    def clean_default_params(self):
-        value = self.cleaned_data.get("default_params") or {}
-        if not isinstance(value, dict):
-            raise forms.ValidationError(_('Enter a JSON object such as {"temperature": 0.7, "max_tokens": 512}.'))
-        checked = P.check_stored(value)
-        if checked.errors:
-            raise forms.ValidationError([f"{name}: {error}" for name, error in checked.errors.items()])
-        return checked.params
-
-
 # -- views ------------------------------------------------------------------------------------
-
-
-def _get_conversation(request, code) -> Conversation:
-    from .views import _get_conversation
-
-    return _get_conversation(request, code)
 
 
 @require_POST
 @login_required
 def save_settings(request, code):
     """Save the whole settings form, or nothing (then each bad field says why)."""
-    conversation = _get_conversation(request, code)
+    conversation = get_conversation(request, code)
     mode = conversation.mode or P.CHAT
     result = P.validate(request.POST, mode)
     errors = dict(result.errors)
@@ -282,7 +154,7 @@ def _presets_response(request, conversation, **extra):
 @login_required
 def save_preset(request, code):
     """Save the conversation's saved settings, model and system prompt under a name (same name: replace)."""
-    conversation = _get_conversation(request, code)
+    conversation = get_conversation(request, code)
     name = " ".join(request.POST.get("name", "").split())
     if not name:
         return _presets_response(request, conversation, preset_error=_("Give the preset a name."), preset_name=name)
@@ -306,7 +178,7 @@ def save_preset(request, code):
 @require_POST
 @login_required
 def use_preset(request, code, preset_id):
-    conversation = _get_conversation(request, code)
+    conversation = get_conversation(request, code)
     preset = _get_preset(request, preset_id)
     error = apply_preset(conversation, preset)
     if error:
@@ -317,7 +189,7 @@ def use_preset(request, code, preset_id):
 @require_POST
 @login_required
 def delete_preset(request, code, preset_id):
-    conversation = _get_conversation(request, code)
+    conversation = get_conversation(request, code)
     preset = _get_preset(request, preset_id)
     name = preset.name
     preset.delete()

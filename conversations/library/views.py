@@ -1,7 +1,7 @@
 """A user's conversations as a library: the sidebar (pages, search, archived view), pin, archive,
 export (Markdown, JSON), import, and the older pages of a long conversation.
 
-Every view starts from the user (views._get_conversation, Conversation.objects.for_user): another
+Every view starts from the user (access.get_conversation, Conversation.objects.for_user): another
 user's conversation is a 404, whatever the URL.
 """
 
@@ -24,8 +24,9 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import imports, transcripts, views
-from .models import Conversation, Message, context_start_of
+from conversations.access import get_conversation
+from conversations.library import imports, transcripts
+from conversations.models import Conversation, Message, context_start_of
 
 # Messages of a branch rendered at once: the newest page on opening, then older pages on scroll.
 PAGE_SIZE = 30
@@ -63,7 +64,7 @@ def _int(value) -> int | None:
 @login_required
 def older_messages(request, code):
     """The page of the branch just above message `before` (loaded when the reader scrolls up)."""
-    conversation = views._get_conversation(request, code)
+    conversation = get_conversation(request, code)
     before = _int(request.GET.get("before"))
     if before is None:
         return HttpResponseBadRequest(_("The “before” parameter must be the id of a message."))
@@ -167,7 +168,7 @@ def sidebar_html(request, conversation: Conversation) -> bytes:
 
 
 def _flag(request, code, field: str):
-    conversation = views._get_conversation(request, code)
+    conversation = get_conversation(request, code)
     value = request.POST.get(field) in ("1", "true", "on")
     changes = {field: value}
     if field == "archived":
@@ -211,7 +212,7 @@ def _all_messages(conversation: Conversation) -> list[Message]:
 @login_required
 def export_markdown(request, code):
     """Every message, every branch, as readable Markdown (the model's text as it wrote it)."""
-    conversation = views._get_conversation(request, code)
+    conversation = get_conversation(request, code)
     body = transcripts.to_markdown(conversation, _all_messages(conversation))
     return _download(body, conversation, "md", "text/markdown; charset=utf-8")
 
@@ -220,7 +221,7 @@ def export_markdown(request, code):
 @login_required
 def export_json(request, code):
     """The whole conversation with its message tree, in the form import_conversation reads back."""
-    conversation = views._get_conversation(request, code)
+    conversation = get_conversation(request, code)
     data = transcripts.conversation_dict(conversation, _all_messages(conversation), for_reviewer=False)
     data = {"format": imports.FORMAT, "version": imports.VERSION, "exported_at": timezone.now(), **data}
     return _download(transcripts.to_json(data), conversation, "json", "application/json; charset=utf-8")

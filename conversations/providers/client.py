@@ -20,9 +20,15 @@ from html import unescape
 import httpx
 from django.conf import settings
 from django.core.cache import cache
+from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext
 
 log = logging.getLogger(__name__)
+
+
+def user_id_for_provider(user_id: int) -> str:
+    """A stable id for the account that cannot be turned back into it (the `user` parameter)."""
+    return salted_hmac("conversations.provider-user", str(user_id)).hexdigest()[:32]
 
 
 # --- Errors --------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Accounts: sign-up modes, the login message for accounts awaiting approval, and each user's
-account page (their usage, the review notice, an export of all their data, deleting the account).
+"""Accounts: sign-up (and its modes), the language switcher, the login message for accounts awaiting
+approval, and each user's account page (usage, the review notice, an export of all their data, deletion).
 """
 
 from __future__ import annotations
@@ -10,20 +10,23 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django import forms
 from django.conf import settings
-from django.contrib.auth import get_user_model, logout
+from django.contrib.auth import get_user_model, login, logout
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.core.exceptions import ValidationError
 from django.db.models import F
 from django.http import HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import path
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
-from django.views.decorators.http import require_POST, require_safe
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
+from django.views.i18n import set_language as django_set_language
 
-from . import quotas, transcripts, usage
-from .models import Conversation, Message, Profile
+from conversations import events, i18n
+from conversations.accounts import quotas, usage
+from conversations.library import transcripts
+from conversations.models import Conversation, Message, Profile
 
 
 def signup_open() -> bool:
@@ -32,6 +35,38 @@ def signup_open() -> bool:
 
 def signup_needs_approval() -> bool:
     return settings.SIGNUP_MODE == "approval"
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request):
+    if request.user.is_authenticated:
+        return redirect("home")
+    if not signup_open():
+        return render(request, "account/signup_closed.html", status=403)
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save(commit=False)
+        user.is_active = not signup_needs_approval()  # an admin activates it (approval mode)
+        user.save()
+        if not user.is_active:
+            return render(request, "account/pending.html", {"username": user.get_username()})
+        login(request, user)
+        return redirect("home")
+    context = {"form": form, "needs_approval": signup_needs_approval()}
+    return render(request, "registration/signup.html", context)
+
+
+@require_POST
+def set_language(request):
+    """Django's set_language (cookie, redirect to `next`), and the choice saved for a signed-in user."""
+    response = django_set_language(request)
+    language = i18n.supported(request.POST.get("language"))
+    if language and request.user.is_authenticated:
+        profile, _created = Profile.objects.get_or_create(user=request.user)
+        if profile.language != language:
+            profile.language = language
+            profile.save(update_fields=["language"])
+    return response
 
 
 class LoginForm(AuthenticationForm):
@@ -148,7 +183,7 @@ def _stop_running_replies(user):
     streaming = Conversation.objects.for_user(user).filter(messages__status=Message.Status.STREAMING).distinct()
     layer = get_channel_layer()
     for conversation in streaming:
-        async_to_sync(layer.group_send)(conversation.control_group_name, {"type": "generation.stop"})
+        async_to_sync(layer.group_send)(conversation.control_group_name, events.stop())
 
 
 @require_POST
@@ -166,6 +201,8 @@ def delete_account(request):
 
 
 urlpatterns = [
+    path("signup/", signup, name="signup"),
+    path("i18n/setlang/", set_language, name="set_language"),
     path("account/", account, name="account"),
     path("account/export/", export_data, name="account_export"),
     path("account/delete/", delete_account, name="account_delete"),

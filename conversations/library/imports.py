@@ -15,8 +15,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import params as request_params
-from .models import Conversation, Message, Provider
+from conversations.models import Conversation, Message, Provider
+from conversations.providers import params as request_params
 
 FORMAT = "chat.conversation"
 VERSION = 1

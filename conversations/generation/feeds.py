@@ -22,118 +22,17 @@ import logging
 import re
 
 from django.core.cache import cache
-from django.db import transaction
 from django.utils import timezone
 
-from . import llm
-from .models import Conversation, Message, Provider
+from conversations import events
+from conversations.models import Conversation, Message, Provider
+from conversations.providers import client as llm
 
 log = logging.getLogger(__name__)
 
-MAX_CHOICES = 8
 SINGLE_CHOICE_SECONDS = 24 * 3600  # how long a provider is remembered to ignore n
 
 _single_choice: set[tuple[int, str]] = set()
-
-
-def wanted(params: dict) -> int:
-    """How many choices the settings ask for (1 when n is unset or not a sensible number)."""
-    n = params.get("n")
-    if not isinstance(n, int) or isinstance(n, bool):
-        return 1
-    return max(1, min(n, MAX_CHOICES))
-
-
-# --- Saving the choices -------------------------------------------------------------------------
-
-
-def _fresh(conversation: Conversation) -> tuple[dict, int | None]:
-    """The settings and shown leaf as saved now (the settings panel may have changed them since)."""
-    params, leaf = Conversation.objects.values_list("params", "active_leaf").get(pk=conversation.pk)
-    return params or {}, leaf
-
-
-def close_open_choices(conversation: Conversation, parent_id: int | None) -> None:
-    """The choices under `parent_id` become plain versions (the user went on with one of them)."""
-    conversation.messages.filter(parent_id=parent_id, choices_open=True).update(choices_open=False)
-
-
-def _add_siblings(conversation: Conversation, reply: Message, n: int) -> list[Message]:
-    """Make `reply` choice 0 of n, creating the other n - 1 (streaming) next to it."""
-    replies = [reply]
-    if n > 1:
-        Message.objects.filter(pk=reply.pk).update(choices_open=True)
-        reply.choices_open = True
-        for index in range(1, n):
-            replies.append(
-                conversation.messages.create(
-                    role=Message.Role.ASSISTANT,
-                    parent_id=reply.parent_id,
-                    status=Message.Status.STREAMING,
-                    model=reply.model,
-                    choice_index=index,
-                    choices_open=True,
-                )
-            )
-    for message in replies:
-        message.open_choices = replies if n > 1 else []
-    return replies
-
-
-@transaction.atomic
-def add_exchange(conversation: Conversation, text: str, model: str, *, replacing: Message | None = None):
-    """The user's message and its n streaming replies. Sending after open choices picks the one shown."""
-    params, leaf = _fresh(conversation)
-    n = wanted(params)
-    if replacing is None and leaf is not None:
-        shown = conversation.messages.filter(pk=leaf, choices_open=True).values_list("parent_id", flat=True)
-        for parent_id in shown:
-            close_open_choices(conversation, parent_id)
-    user_message, reply = conversation.add_exchange(text, model, replacing=replacing)
-    return user_message, _add_siblings(conversation, reply, n)
-
-
-@transaction.atomic
-def regenerate(conversation: Conversation, reply: Message) -> list[Message]:
-    """n new versions of a reply (the choices it was one of become plain versions)."""
-    n = wanted(_fresh(conversation)[0])
-    new = conversation.regenerate(reply)
-    close_open_choices(conversation, reply.parent_id)
-    return _add_siblings(conversation, new, n)
-
-
-@transaction.atomic
-def add_replies_after(conversation: Conversation, parent: Message, model: str) -> list[Message]:
-    """n streaming replies after `parent` (a tool result), shown as the branch's end."""
-    n = wanted(_fresh(conversation)[0])
-    reply = conversation.messages.create(
-        role=Message.Role.ASSISTANT, parent=parent, status=Message.Status.STREAMING, model=model
-    )
-    conversation._activate(reply)
-    return _add_siblings(conversation, reply, n)
-
-
-@transaction.atomic
-def pick(conversation: Conversation, message: Message) -> None:
-    """Go on with this choice: the others stay as versions (‹ k/n ›)."""
-    conversation._lock()  # not while any choice is still being written
-    if not Message.objects.filter(pk=message.pk, choices_open=True).exists():
-        raise NotAChoice
-    close_open_choices(conversation, message.parent_id)
-    conversation.switch_to(message.pk)
-
-
-class NotAChoice(Exception):
-    """The message is not one of several open choices."""
-
-
-def find(branch: list[Message], message_id: int) -> Message | None:
-    """A message of the shown branch, or one of the open choices shown next to it."""
-    for message in branch:
-        for candidate in [message, *getattr(message, "open_choices", [])]:
-            if candidate.pk == message_id:
-                return candidate
-    return None
 
 
 def streaming_ids(branch: list[Message]) -> list[int]:
@@ -148,16 +47,27 @@ def streaming_ids(branch: list[Message]) -> list[int]:
 # --- Generating them ---------------------------------------------------------------------------
 
 
-async def open_generations(conversation: Conversation, replies: list[Message], **kwargs) -> list:
-    """One Generation per reply, listening for commands (call `start()` on each after announcing them)."""
-    from .generation import Generation
+class Opened:
+    """Replies that listen for commands (stop, sync) but do not stream yet: announce them, then start()."""
 
-    generations = [Generation(conversation, reply, **kwargs) for reply in replies]
+    def __init__(self, generations: list):
+        self._generations = generations
+
+    def start(self) -> None:
+        for generation in self._generations:
+            generation.start()
+
+
+async def open_chat(conversation: Conversation, replies: list[Message], *, continuing: bool = False) -> Opened:
+    """One Generation per reply (n > 1: fed by one ChoiceSet), listening for commands."""
+    from conversations.generation.reply import Generation
+
+    generations = [Generation(conversation, reply, continuing=continuing) for reply in replies]
     if len(generations) > 1:
         ChoiceSet(generations)
     for generation in generations:
         await generation.open()
-    return generations
+    return Opened(generations)
 
 
 async def _knows_single_choice(provider: Provider) -> bool:
@@ -181,7 +91,7 @@ def _rejects_n(error: llm.ProviderError) -> bool:
     )
 
 
-def _split(total: int, weights: list[int]) -> list[int]:
+def split_usage(total: int, weights: list[int]) -> list[int]:
     """Whole shares of `total` in proportion to `weights`, adding up to `total` exactly."""
     weights = [max(w, 1) for w in weights]
     exact = [total * w / sum(weights) for w in weights]
@@ -268,7 +178,7 @@ class ChoiceSet:
                 self._resolve(index, exc)
 
     async def _together(self, provider: Provider, prompt):
-        from .generation import read_stream
+        from conversations.generation.reply import read_stream
 
         members = self.members
         payload = members[0].payload(prompt)
@@ -289,7 +199,7 @@ class ChoiceSet:
             await self._separately(provider, prompt, missing)
             return
         if usage and usage.completion_tokens is not None:
-            shares = _split(usage.completion_tokens, [len(m.content) + m.extras.size for m in members])
+            shares = split_usage(usage.completion_tokens, [len(m.content) + m.extras.size for m in members])
             for member, share in zip(members, shares, strict=True):
                 member.usage = llm.Usage(usage.prompt_tokens if member.choice_index == 0 else 0, share)
                 member.usage_estimated = True  # the split between choices is an estimate; the total is not
@@ -315,7 +225,7 @@ class ChoiceSet:
                 task.cancel()
 
     async def _single(self, index: int, provider: Provider, prompt):
-        from .generation import read_stream
+        from conversations.generation.reply import read_stream
 
         member = self.members[index]
         payload = member.payload(prompt)
@@ -340,5 +250,5 @@ class ChoiceSet:
         lead = self.members[0]
         await lead.layer.group_send(
             lead.group,
-            {"type": "choices.note", "parent_id": lead.reply.parent_id, "count": len(ids), "own_request": True},
+            events.choices_note(lead.reply.parent_id, len(ids), True),
         )

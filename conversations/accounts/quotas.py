@@ -21,7 +21,7 @@ from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from .models import Conversation, Message, Profile, Usage
+from conversations.models import Conversation, Message, Profile, Usage
 
 WINDOW = timedelta(minutes=1)
 

@@ -1,92 +1,37 @@
+"""The chat page: a conversation's transcript, New chat, rename, delete and the model picker."""
+
 from asgiref.sync import sync_to_async
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_http_methods, require_POST, require_safe
+from django.views.decorators.http import require_GET, require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 
-from . import accounts, chat_settings, library, llm, playground, quotas
-from .models import Conversation, Provider
-
-
-def _get_conversation(request, code) -> Conversation:
-    """The one place that decides who may see a conversation: its owner, or nobody (404)."""
-    try:
-        return request.user.conversations.select_related("provider").get(code=code)
-    except Conversation.DoesNotExist:
-        raise Http404("No such conversation") from None
-
-
-async def _aget_conversation(request, code) -> Conversation:
-    user = await request.auser()
-    try:
-        return await Conversation.objects.for_user(user).select_related("provider").aget(code=code)
-    except Conversation.DoesNotExist:
-        raise Http404("No such conversation") from None
-
-
-def sidebar_for(user):
-    return Conversation.objects.for_user(user).sidebar()
-
-
-@require_http_methods(["GET", "POST"])
-def signup(request):
-    if request.user.is_authenticated:
-        return redirect("home")
-    if not accounts.signup_open():
-        return render(request, "account/signup_closed.html", status=403)
-    form = UserCreationForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        user = form.save(commit=False)
-        user.is_active = not accounts.signup_needs_approval()  # an admin activates it (approval mode)
-        user.save()
-        if not user.is_active:
-            return render(request, "account/pending.html", {"username": user.get_username()})
-        login(request, user)
-        return redirect("home")
-    context = {"form": form, "needs_approval": accounts.signup_needs_approval()}
-    return render(request, "registration/signup.html", context)
-
-
-def _empty_conversation(user) -> Conversation:
-    """Reuse the user's untouched conversation, so New chat never piles up empty ones."""
-    conversation = (
-        Conversation.objects.for_user(user).filter(title="", messages__isnull=True, mode=Conversation.Mode.CHAT).first()
-    )
-    if conversation is None:
-        provider = Provider.objects.default()
-        conversation = Conversation.objects.create(
-            owner=user,
-            provider=provider,
-            model=provider.default_model,
-            **chat_settings.model_defaults(provider, provider.default_model),  # the admin's settings for it
-        )
-    return conversation
+from conversations.access import aget_conversation, get_conversation, sidebar_for
+from conversations.accounts import quotas
+from conversations.chat import settings_panel as chat_settings
+from conversations.library import views as library
+from conversations.models import Conversation
+from conversations.providers import client as llm
 
 
 @require_safe
 @login_required
 def home(request):
-    return redirect("conversation", _empty_conversation(request.user).code)
+    return redirect("conversation", Conversation.objects.empty_for(request.user).code)
 
 
 @require_POST
 @login_required
 def new_conversation(request):
-    conversation = _empty_conversation(request.user)
+    conversation = Conversation.objects.empty_for(request.user)
     chat_settings.start_new_chat(request, conversation)  # with the preset chosen next to the button
     return redirect("conversation", conversation.code)
 
 
-@require_safe
-@login_required
-def conversation(request, code):
-    conversation = _get_conversation(request, code)
-    if conversation.mode == Conversation.Mode.COMPLETION:
-        return playground.page(request, conversation)  # the text-completion playground
+def page(request, conversation: Conversation):
+    """The chat page of a conversation (conversations/pages.py hands it over)."""
     conversation.messages.stale().mark_interrupted()
     transcript = library.transcript_context(conversation)  # the newest page of the branch; older ones on scroll
     return render(
@@ -104,7 +49,7 @@ def conversation(request, code):
 @require_POST
 @login_required
 def rename(request, code):
-    conversation = _get_conversation(request, code)
+    conversation = get_conversation(request, code)
     title = " ".join(request.POST.get("title", "").split())[:200]
     context = {"conversation": conversation}
     if not title:
@@ -122,7 +67,7 @@ def rename(request, code):
 @require_POST
 @login_required
 def delete(request, code):
-    _get_conversation(request, code).delete()
+    get_conversation(request, code).delete()
     if request.htmx:
         return HttpResponseClientRedirect("/")
     return redirect("home")
@@ -132,7 +77,7 @@ def delete(request, code):
 @login_required
 async def model_options(request, code):
     """The provider's models as a picker, or a clear message when it cannot be reached."""
-    conversation = await _aget_conversation(request, code)
+    conversation = await aget_conversation(request, code)
     context = {"conversation": conversation, "models": [], "models_error": ""}
     if conversation.provider is None:
         context["models_error"] = _("This conversation has no provider any more.")
@@ -161,7 +106,7 @@ async def _only_allowed_models(user, conversation, context):
 @require_POST
 @login_required
 async def set_model(request, code):
-    conversation = await _aget_conversation(request, code)
+    conversation = await aget_conversation(request, code)
     model = request.POST.get("model", "").strip()
     context = {"conversation": conversation, "models": [], "models_error": ""}
     try:

@@ -12,11 +12,14 @@ from django.template.loader import render_to_string
 from django.utils.html import escape
 from django.utils.translation import gettext as _
 
-from . import completion, quotas
-from . import params as P
-from .consumers import ChatConsumer
-from .models import Busy, Conversation, Message
-from .playground import PAGE, form_context
+from conversations import events
+from conversations.accounts import quotas
+from conversations.chat.consumer import ChatConsumer
+from conversations.generation import completion
+from conversations.models import Busy, Conversation, Message
+from conversations.playground import runs as run_views
+from conversations.playground.views import PAGE, form_context
+from conversations.providers import params as P
 
 
 class PlaygroundConsumer(ChatConsumer):
@@ -30,7 +33,7 @@ class PlaygroundConsumer(ChatConsumer):
         if action == "run":
             await self._run(data)
         elif action == "stop":
-            await self.channel_layer.group_send(self.conversation.control_group_name, {"type": "generation.stop"})
+            await self.channel_layer.group_send(self.conversation.control_group_name, events.stop())
         elif action == "sync":
             await self._send_transcript()
         else:
@@ -62,19 +65,16 @@ class PlaygroundConsumer(ChatConsumer):
         await self.conversation.asave(update_fields=["params"])
         had_title = bool(self.conversation.title)
         try:
-            run, choices = await database_sync_to_async(completion.start_run)(self.conversation, prompt, result.params)
+            run, choices = await database_sync_to_async(self.conversation.start_run)(prompt, result.params)
         except Busy:
             await self._send_error(_("A completion is still running. Wait for it, or stop it, first."))
             return
-        generation = completion.CompletionGeneration(self.conversation, choices[0], run, choices[1:])
-        await generation.open()
-        html = render_to_string(f"{PAGE}#added", {"runs": [completion.Run(run, choices)]})
+        opened = await completion.open_completion(self.conversation, run, choices)
+        html = render_to_string(f"{PAGE}#added", {"runs": [run_views.Run(run, choices)]})
         if not had_title:
             html += await database_sync_to_async(self._title_and_sidebar)()
-        await self.channel_layer.group_send(
-            self.conversation.group_name, {"type": "chat.added", "html": html, "reply_ids": [c.pk for c in choices]}
-        )
-        generation.start()
+        await self.channel_layer.group_send(self.conversation.group_name, events.added(html, [c.pk for c in choices]))
+        opened.start()
         await self._send_feedback(data, {}, "saved")
 
     async def _send_feedback(self, values: dict, errors: dict, status: str):
@@ -85,7 +85,7 @@ class PlaygroundConsumer(ChatConsumer):
 
     async def chat_added(self, event):
         # Sent before the generation starts: every delta of these choices follows it, from seq 1.
-        for message_id in event.get("reply_ids") or [event.get("reply_id")]:
+        for message_id in event["reply_ids"]:
             self.last_seq[message_id] = 0
             self._watch(message_id)
         await self.send(text_data=event["html"] + self._composer(busy=True))
@@ -109,8 +109,8 @@ class PlaygroundConsumer(ChatConsumer):
 
     def _finished_html(self, message_id: int) -> tuple[str, bool]:
         """The finished choice, or its whole run once no choice of it streams any more."""
-        run = completion.run_of(self.conversation, message_id)
-        busy = completion.busy(self.conversation)
+        run = run_views.run_of(self.conversation, message_id)
+        busy = run_views.busy(self.conversation)
         if run is None:
             return "", busy
         if run.is_streaming:
@@ -133,13 +133,11 @@ class PlaygroundConsumer(ChatConsumer):
         for pk in streaming or [message_id]:
             self.syncing[pk] = []
             self._watch(pk)
-        await self.channel_layer.group_send(
-            self.conversation.control_group_name, {"type": "generation.sync", "reply_to": self.channel_name}
-        )
+        await self.channel_layer.group_send(self.conversation.control_group_name, events.sync(self.channel_name))
 
     async def _send_transcript(self):
         await self.conversation.arefresh_from_db()
-        runs = await database_sync_to_async(completion.runs_of)(self.conversation)
+        runs = await database_sync_to_async(run_views.runs_of)(self.conversation)
         html = render_to_string(f"{PAGE}#runs", {"runs": runs, "oob": True})
         streaming = [c.pk for run in runs for c in run.choices if c.is_streaming]
         await self.send(text_data=html + self._composer(busy=bool(streaming)))
