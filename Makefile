@@ -39,6 +39,7 @@ test: install-dev
 lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy conversations chatsite
 
 migrations-check: install
 	$(BIN)/python manage.py makemigrations --check --dry-run

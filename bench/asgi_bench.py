@@ -46,25 +46,7 @@ if os.environ.get("BENCH_BASELINE_DIR"):
 from django.db.backends.signals import connection_created  # noqa: E402
 
 from chatsite.asgi import application as app  # noqa: E402  (sets up Django first)
-
-if os.environ.get("BENCH_FAST_DISPATCH"):
-    # What-if experiment only (stream_bench.py --experiment dispatch=fast): channels' dispatch()
-    # makes a round trip through the database thread (aclose_old_connections) before every event;
-    # skip it for the events whose handlers never touch the database.
-    from channels.consumer import get_handler_name
-
-    from conversations.chat.consumer import ChatConsumer
-
-    _NO_DB_EVENTS = {"generation.delta", "generation.snapshot", "generation.context"}
-    _dispatch = ChatConsumer.dispatch
-
-    async def _fast_dispatch(self, message):
-        if message.get("type") in _NO_DB_EVENTS:
-            await getattr(self, get_handler_name(message))(message)
-        else:
-            await _dispatch(self, message)
-
-    ChatConsumer.dispatch = _fast_dispatch
+from conversations.generation import pacer  # noqa: E402
 
 WRITE = re.compile(r'^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?([A-Za-z0-9_]+)"?', re.I)
 _lock = threading.Lock()
@@ -116,16 +98,8 @@ connection_created.connect(_install)
 
 
 def _window() -> float | None:
-    """The generation module's current coalescing window on this loop, if it has one."""
-    try:
-        from conversations.generation import reply as generation
-    except ImportError:
-        return None
-    pacers = getattr(generation, "_pacers", None)
-    if pacers is None:
-        return getattr(generation, "COALESCE_SECONDS", None)
-    pacer = pacers.get(asyncio.get_running_loop())
-    return pacer.window if pacer is not None else generation.COALESCE_SECONDS
+    """The current coalescing window on this loop."""
+    return pacer.current_window()
 
 
 async def _watch_lag():

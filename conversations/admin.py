@@ -1,3 +1,5 @@
+"""The admin: providers and their models, conversation review (audited), the audit trail, usage and accounts."""
+
 import uuid
 from datetime import date, datetime, time, timedelta
 
@@ -15,6 +17,7 @@ from django.http import Http404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.functional import Promise
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -74,15 +77,11 @@ class ProviderAdmin(admin.ModelAdmin):
         return mask_key(provider.api_key)
 
 
-def start_of(day: date) -> datetime:
-    return timezone.make_aware(datetime.combine(day, time.min))
-
-
 class InputFilter(admin.ListFilter):
     """A filter typed into boxes: with thousands of users a list of links would not do."""
 
     template = "admin/conversations/input_filter.html"
-    fields: list[tuple[str, str, str]] = []  # (query parameter, label, input type)
+    fields: list[tuple[str, str | Promise, str]] = []  # (query parameter, label, input type)
 
     def __init__(self, request, params, model, model_admin):
         super().__init__(request, params, model, model_admin)
@@ -128,7 +127,7 @@ class ActivityRangeFilter(InputFilter):
 
     def queryset(self, request, queryset):
         try:
-            dates = {k: date.fromisoformat(v) for k, v in self.used_parameters.items()}
+            dates = {k: date.fromisoformat(str(v)) for k, v in self.used_parameters.items()}
         except ValueError as exc:
             raise IncorrectLookupParameters(exc) from exc
         if "active_from" in dates:
@@ -166,10 +165,9 @@ class ReviewChangeList(ChangeList):
             .annotate(n=Count("pk"), tokens=Sum(Coalesce("prompt_tokens", 0) + Coalesce("completion_tokens", 0)))
             .order_by()
         )
-        counts = {row["conversation_id"]: row for row in rows}
+        counts = {row["conversation_id"]: (row["n"], row["tokens"] or 0) for row in rows}
         for conversation in self.result_list:
-            row = counts.get(conversation.pk, {})
-            conversation._messages, conversation._tokens = row.get("n", 0), row.get("tokens") or 0
+            conversation._messages, conversation._tokens = counts.get(conversation.pk, (0, 0))
 
 
 @admin.register(Conversation)

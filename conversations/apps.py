@@ -1,3 +1,5 @@
+"""The app's configuration: connects the login signal that adopts a language picked before login."""
+
 from django.apps import AppConfig
 
 

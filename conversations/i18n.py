@@ -9,11 +9,10 @@ is in the owner's language.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in
 from django.dispatch import receiver
+from django.http import HttpRequest
 from django.utils import translation
 from django.utils.deprecation import MiddlewareMixin
 
@@ -56,11 +55,10 @@ class UserLanguageMiddleware(MiddlewareMixin):
 def scope_language(scope) -> str:
     """The language a websocket's page would get from its cookie and Accept-Language header."""
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
-    request = SimpleNamespace(
-        COOKIES=scope.get("cookies") or {},
-        META={"HTTP_ACCEPT_LANGUAGE": headers.get("accept-language", "")},
-        path_info=scope.get("path", "/"),
-    )
+    request = HttpRequest()
+    request.COOKIES = scope.get("cookies") or {}
+    request.META = {"HTTP_ACCEPT_LANGUAGE": headers.get("accept-language", "")}
+    request.path_info = scope.get("path", "/")
     return translation.get_language_from_request(request)
 
 

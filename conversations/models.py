@@ -492,7 +492,7 @@ class Conversation(models.Model):
             )
             for index in range(run_params.get("n") or 1)
         ]
-        fields = {}
+        fields: dict[str, object] = {}
         if not Conversation.objects.values_list("title", flat=True).get(pk=self.pk):
             # The prompt's first words name it; a model is not asked to (it may not even chat).
             fields.update(title=Conversation.title_from(prompt), title_source=Conversation.TitleSource.WORDS)
@@ -619,6 +619,17 @@ class Message(models.Model):
 
     objects = MessageQuerySet.as_manager()
 
+    # Not stored: what the page shows about a message beyond its fields, set where it is read for
+    # display (Conversation.branch_to, annotate_for_display, playground.runs.runs_of).
+    version: int
+    versions: int
+    previous_version: int | None
+    next_version: int | None
+    open_choices: list["Message"]
+    can_continue: bool
+    can_answer_tools: bool
+    shown_tokens: list[dict] | None
+
     class Meta:
         ordering = ["pk"]
         indexes = [models.Index(fields=["status", "heartbeat_at"])]
@@ -644,7 +655,7 @@ class Message(models.Model):
 
     @staticmethod
     def annotate_for_display(messages: list["Message"]) -> list["Message"]:
-        """Give messages what the page shows about them beyond their fields (conversations/choices.py).
+        """Give messages what the page shows about them beyond their fields (generation/feeds.py).
 
         `open_choices`: the n choices a reply is one of, while the user has not picked one (else []).
         `can_continue`: cut off by max_tokens and nothing after it yet. `can_answer_tools`: it called

@@ -114,14 +114,18 @@ def _render_image(self, tokens, idx, options, env):
     )
 
 
+class _Markdown(MarkdownIt):
+    def validateLink(self, url: str) -> bool:
+        return _validate_link(url)
+
+
 _md = (
-    MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    _Markdown("commonmark", {"html": False, "linkify": False, "typographer": False})
     .enable(["table", "strikethrough"])
     # A reference definition at the end would change links in blocks already sent.
     .disable("reference")
     .use(tasklists_plugin)
 )
-_md.validateLink = _validate_link
 _md.add_render_rule("fence", _render_fence)
 _md.add_render_rule("code_block", _render_code_block)
 _md.add_render_rule("image", _render_image)
@@ -274,6 +278,7 @@ def _wrapped(swap: str, selector: str, parent_tag: str, content: str, nodes: lis
 
 
 def _outer(src: str, node: Node, selector: str) -> Op:
+    assert node.tag is not None, "an element, not text"
     cut = node.start + 1 + len(node.tag)
     return Op(
         f'{src[node.start : cut]} hx-swap-oob="outerHTML:{selector}"{src[cut : node.end]}', node.tag in _TABLE_PARTS

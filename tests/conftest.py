@@ -11,13 +11,12 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.test import Client
 
-from conversations.generation import feeds as choices
-from conversations.generation import reply as generation
-from conversations.generation import titles
-from conversations.models import Conversation, Provider
+from conversations.generation import feeds, running
+from conversations.models import Conversation, Message, Provider
 from conversations.providers import client as llm
 
 from .fake_provider import FakeProvider
+from .frames import replay
 
 pytest_plugins = ["tests.bundled_server"]
 
@@ -38,16 +37,7 @@ async def background_work_ends():
     racing those writes deadlocked on PostgreSQL.
     """
     yield
-    running = [g for g in list(generation._running.values()) if g.task is not None and not g.task.done()]
-    for g in running:
-        g.stop()
-    if running:
-        await asyncio.wait([g.task for g in running], timeout=10)
-    try:
-        await asyncio.wait_for(titles.wait_idle(), timeout=10)
-    except TimeoutError:
-        for task in list(titles._tasks):
-            task.cancel()
+    await running.stop_all_and_wait(timeout=10)
 
 
 @pytest.fixture(autouse=True)
@@ -89,8 +79,8 @@ def fake(fake_server):
     """The fake provider, emptied of queued responses and recorded requests."""
     fake_server.reset()
     forget_cached_model_lists()
-    llm._stream_usage_rejected.clear()
-    choices._single_choice.clear()  # providers found to ignore n (conversations/choices.py)
+    llm.reset_for_tests()
+    feeds.reset_for_tests()  # providers found to ignore n
     yield fake_server
     fake_server.reset()
 
@@ -170,3 +160,31 @@ async def open_socket(user, code, *, origin="http://testserver") -> tuple[Socket
     communicator = WebsocketCommunicator(application, f"/ws/c/{code}/", headers=headers)
     connected, close_code = await communicator.connect(timeout=5)
     return Socket(communicator), connected, close_code
+
+
+def text_seen(frames: list[str], message_id: int) -> str:
+    """The HTML the streamed frames built for one reply, as a browser would swap them in."""
+    return replay(frames, message_id)
+
+
+async def replies(conversation) -> list[Message]:
+    rows = conversation.messages.filter(role="assistant").order_by("pk")
+    return [m async for m in rows]
+
+
+async def wait_until_done(conversation, count: int, timeout: float = 10.0) -> list[Message]:
+    """Wait until `count` replies exist and none is streaming."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        found = await replies(conversation)
+        if len(found) >= count and not any(m.is_streaming for m in found):
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"replies still streaming: {[(m.pk, m.status) for m in await replies(conversation)]}")
+
+
+async def settle(socket, quiet: float = 0.3):
+    """Take in frames until none has come for `quiet` seconds (the last replies' final renders)."""
+    while not await socket.communicator.receive_nothing(timeout=quiet):
+        socket.frames.append(await socket.communicator.receive_from())

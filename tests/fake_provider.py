@@ -8,7 +8,7 @@ middle of a stream, HTTP errors with JSON, HTML or empty bodies, refusals and si
 Tests queue responses with `push()`; with none queued it echoes the last user message.
 Every request it received is in `requests` (method, path, headers, JSON body).
 
-Requests for a conversation title (conversations/titles.py) have their own queue, `push_title()`,
+Requests for a conversation title (conversations/generation/titles.py) have their own queue, `push_title()`,
 and are left out of `completions()`: with no title queued they get an HTTP 500, so the first
 words stay the title and tests about other things see no title traffic.
 """

@@ -1,7 +1,5 @@
 """n > 1: choices stream side by side, the user picks one, and only that branch is sent on."""
 
-import asyncio
-
 import pytest
 from asgiref.sync import sync_to_async
 
@@ -9,38 +7,14 @@ from conversations.generation.feeds import split_usage
 from conversations.models import MAX_CHOICES, Conversation, Message, choices_wanted
 from conversations.rendering import render_html
 
-from .conftest import open_socket
+from .conftest import open_socket, replies, settle, text_seen, wait_until_done
 from .fake_provider import Reply, Stream, choices_stream, text_stream
-from .test_resume import text_seen
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def set_params(conversation, **params):
     await Conversation.objects.filter(pk=conversation.pk).aupdate(params=params)
-
-
-async def replies(conversation) -> list[Message]:
-    rows = conversation.messages.filter(role="assistant").order_by("pk")
-    return [m async for m in rows]
-
-
-async def wait_until_done(conversation, count: int, timeout: float = 10.0) -> list[Message]:
-    """Wait until `count` replies exist and none is streaming."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        found = await replies(conversation)
-        if len(found) >= count and not any(m.is_streaming for m in found):
-            return found
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"replies still streaming: {[(m.pk, m.status) for m in await replies(conversation)]}")
-
-
-async def settle(socket, quiet: float = 0.3):
-    """Take in frames until none has come for `quiet` seconds (the last replies' final renders)."""
-    while not await socket.communicator.receive_nothing(timeout=quiet):
-        socket.frames.append(await socket.communicator.receive_from())
 
 
 async def test_n_3_streams_three_choices_side_by_side_from_one_request(alice, conversation, fake):

@@ -3,12 +3,11 @@
 import pytest
 from asgiref.sync import sync_to_async
 
-from conversations.generation.parts import CONTINUE_INSTRUCTION
+from conversations.generation.prompt import CONTINUE_INSTRUCTION
 from conversations.models import Conversation, Message
 
-from .conftest import open_socket
+from .conftest import open_socket, settle, wait_until_done
 from .fake_provider import Stream, text_stream
-from .test_choices import settle, wait_until_done
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,6 +1,5 @@
 """The provider client: the SSE parser, streaming over a real socket, typed errors, models list."""
 
-import asyncio
 import json
 import socket
 import time
@@ -83,14 +82,10 @@ async def unreachable():
 @pytest.fixture
 async def fresh_client():
     """No pooled client for this event loop yet, so the next one reads the settings as they are now."""
-    loop = asyncio.get_running_loop()
-    previous = llm._clients.pop(loop, None)
+    llm.reset_for_tests()
     yield
-    client = llm._clients.pop(loop, None)
-    if client is not None:
-        await client.aclose()
-    if previous is not None:
-        llm._clients[loop] = previous
+    await llm.get_client().aclose()  # the one the test made
+    llm.reset_for_tests()
 
 
 # --- SSEDecoder ---------------------------------------------------------------------------------
@@ -407,7 +402,7 @@ async def test_it_retries_without_stream_options_when_the_provider_rejects_them(
     assert "stream_options" not in retry.body and retry.body["messages"] == PAYLOAD["messages"]
     assert (await Provider.objects.aget(pk=provider.pk)).supports_stream_usage is False
 
-    llm._stream_usage_rejected.clear()  # as after a restart: only the database row remembers
+    llm.reset_for_tests()  # as after a restart: only the database row remembers
     assert text(await collect(await Provider.objects.aget(pk=provider.pk))) == "You said: Hi"
     assert len(fake.completions()) == 3
     assert "stream_options" not in fake.completions()[2].body

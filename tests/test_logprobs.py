@@ -9,9 +9,8 @@ from conversations.models import Conversation
 from conversations.providers import client as llm
 from conversations.templatetags.reply_extras import logprob_tokens
 
-from .conftest import open_socket
+from .conftest import open_socket, settle, wait_until_done
 from .fake_provider import Stream, chat_logprobs, chunk, sse
-from .test_choices import settle, wait_until_done
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

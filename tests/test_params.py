@@ -1,4 +1,4 @@
-"""The parameter table and its rules (conversations/params.py), without a server."""
+"""The parameter table and its rules (conversations/providers/params.py), without a server."""
 
 import json
 

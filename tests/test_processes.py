@@ -18,9 +18,9 @@ from websockets.sync.client import connect
 from conversations.models import Conversation, Message
 from conversations.rendering import render_html
 
+from .browser.live_server import ARTIFACTS, LiveServer, database_url, free_port, wait_until_up
 from .fake_provider import Stream, text_stream
 from .frames import plain, replay
-from .live_server import ARTIFACTS, LiveServer, _wait_until_up, database_url, free_port
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -57,7 +57,7 @@ def spawn_daphne(env: dict, name: str) -> Daphne:
             stderr=subprocess.STDOUT,
         )
     server = Daphne(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
-    _wait_until_up(server)
+    wait_until_up(server)
     return server
 
 

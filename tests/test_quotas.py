@@ -1,26 +1,19 @@
 """Quotas and rate limits: a user over a limit is told which one and when it resets, before anything
 is saved or sent to the provider (the fake provider receives nothing). Also: allowed models."""
 
-# ruff: noqa: F811
-
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from datetime import time as dtime
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
-from django.db import connections
 from django.utils import timezone
-from playwright.sync_api import expect
 
 from conversations.accounts import quotas
 from conversations.models import Conversation, Message, Profile, Usage
 
 from .conftest import login_client, open_socket
-from .live_server import browser_page, live_daphne  # noqa: F401
 from .personas import fast_passwords  # noqa: F401
-from .test_browser_chat import page, send, sign_up  # noqa: F401
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -255,30 +248,3 @@ def test_reset_times_are_where_the_limits_say(alice, settings):
     december = timezone.make_aware(datetime(2027, 12, 15, 12))
     add_usage(alice, december.date(), 10, 0)
     assert quotas.check(alice, "fake-model", now=december).resets_at == timezone.make_aware(datetime(2028, 1, 1))
-
-
-# -- in the browser ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.browser
-def test_in_the_browser_a_refused_message_stays_in_the_box(live_daphne, page, fake):
-    sign_up(page, live_daphne, "limited")
-
-    def limit():
-        try:
-            Profile.objects.create(user=get_user_model().objects.get(username="limited"), messages_per_minute=1)
-        finally:
-            connections.close_all()
-
-    # In a thread of its own: Playwright keeps an event loop running in this one, where Django refuses queries.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(limit).result()
-    send(page, "first message")
-    expect(page.locator("article.msg-assistant")).to_have_attribute("data-status", "complete")
-    send(page, "second message")
-    alert = page.locator("#notices [role=alert]")
-    expect(alert).to_contain_text("You have asked for 1 reply in the last minute; your limit is 1 a minute.")
-    expect(alert).to_contain_text("It resets at")
-    expect(page.locator("#composer-input")).to_have_value("second message")
-    expect(page.locator("article.msg-user")).to_have_count(1)
-    assert len(fake.completions()) == 1

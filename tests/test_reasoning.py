@@ -8,9 +8,8 @@ import pytest
 from conversations.generation.parts import ReplyParts, ThinkSplitter, split_orphan_think
 from conversations.providers import client as llm
 
-from .conftest import open_socket
+from .conftest import open_socket, settle, wait_until_done
 from .fake_provider import Stream, chunk, sse, text_stream
-from .test_choices import settle, wait_until_done
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -8,18 +8,12 @@ from asgiref.sync import sync_to_async
 from conversations.models import Conversation, Message
 from conversations.rendering import render_html
 
-from .conftest import open_socket
+from .conftest import open_socket, text_seen
 from .fake_provider import Stream, text_stream
-from .frames import replay
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DONE = 'msg-assistant" data-status="complete"'
-
-
-def text_seen(frames: list[str], message_id: int) -> str:
-    """The HTML the streamed frames built for one reply, as a browser would swap them in."""
-    return replay(frames, message_id)
 
 
 async def streaming_reply() -> Message:

@@ -7,9 +7,8 @@ import pytest
 from conversations.models import Conversation, Message
 from conversations.providers import client as llm
 
-from .conftest import open_socket
+from .conftest import open_socket, settle, wait_until_done
 from .fake_provider import Stream, chunk, sse, tool_call_delta
-from .test_choices import settle, wait_until_done
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

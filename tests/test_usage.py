@@ -13,7 +13,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from conversations.accounts import usage
-from conversations.generation.reply import Generation
+from conversations.generation.reply import Reply as Generation
 from conversations.models import Conversation, Message, Usage
 
 from .conftest import login_client, open_socket
@@ -124,10 +124,8 @@ async def test_concurrent_replies_lose_no_counts(alice, provider, fake):
 async def test_a_reply_is_counted_once_even_if_its_end_is_written_twice(alice, conversation):
     _question, reply = await sync_to_async(conversation.add_exchange)("hi", "fake-model")
     generation = Generation(conversation, reply)
-    await generation.open()
-    await generation._finish(Message.Status.COMPLETE)
-    await generation._finish(Message.Status.ERROR, "crashed after saving")  # the crash path of _run
-    await generation._close_control()
+    await generation.finish(Message.Status.COMPLETE)
+    await generation.finish(Message.Status.ERROR, "crashed after saving")  # the crash path of a feed
     assert (await Usage.objects.aget()).messages == 1
 
 

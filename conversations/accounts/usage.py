@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
@@ -31,7 +32,12 @@ def record_reply(*, user_id: int, provider_id: int | None, model: str, prompt_to
         log.info("Usage not recorded: user %s no longer exists", user_id)
         return
     name = Provider.objects.filter(pk=provider_id).values_list("name", flat=True).first() if provider_id else None
-    key = {"user_id": user_id, "day": timezone.localdate(), "model": (model or "")[:200], "provider_name": name or ""}
+    key: dict[str, Any] = {
+        "user_id": user_id,
+        "day": timezone.localdate(),
+        "model": (model or "")[:200],
+        "provider_name": name or "",
+    }
     try:
         with transaction.atomic():
             Usage.objects.get_or_create(**key)

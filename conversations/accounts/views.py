@@ -1,10 +1,14 @@
-"""Accounts: sign-up (and its modes), the language switcher, the login message for accounts awaiting
-approval, and each user's account page (usage, the review notice, an export of all their data, deletion).
+"""Accounts: sign-up, the language switcher, the login message, and each user's account page.
+
+Sign-up follows its mode (open, approval, closed); the login page tells an account awaiting
+approval so; the account page shows usage and the review notice, exports all the user's data and
+deletes the account.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -28,6 +32,9 @@ from conversations.accounts import quotas, usage
 from conversations.library import transcripts
 from conversations.models import Conversation, Message, Profile
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 
 def signup_open() -> bool:
     return settings.SIGNUP_MODE != "closed"
@@ -43,7 +50,7 @@ def signup(request):
         return redirect("home")
     if not signup_open():
         return render(request, "account/signup_closed.html", status=403)
-    form = UserCreationForm(request.POST or None)
+    form: UserCreationForm[User] = UserCreationForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save(commit=False)
         user.is_active = not signup_needs_approval()  # an admin activates it (approval mode)
@@ -182,6 +189,7 @@ def _stop_running_replies(user):
     """Stop the user's replies still being written (in whatever process), before their rows go."""
     streaming = Conversation.objects.for_user(user).filter(messages__status=Message.Status.STREAMING).distinct()
     layer = get_channel_layer()
+    assert layer is not None, "settings.CHANNEL_LAYERS has a default layer"
     for conversation in streaming:
         async_to_sync(layer.group_send)(conversation.control_group_name, events.stop())
 

@@ -1,5 +1,7 @@
 """The chat page: a conversation's transcript, New chat, rename, delete and the model picker."""
 
+from typing import Any
+
 from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
@@ -51,7 +53,7 @@ def page(request, conversation: Conversation):
 def rename(request, code):
     conversation = get_conversation(request, code)
     title = " ".join(request.POST.get("title", "").split())[:200]
-    context = {"conversation": conversation}
+    context: dict[str, Any] = {"conversation": conversation}
     if not title:
         context["title_error"] = _("A title cannot be empty.")
         return render(request, "conversations/conversation.html#title", context)
@@ -78,7 +80,7 @@ def delete(request, code):
 async def model_options(request, code):
     """The provider's models as a picker, or a clear message when it cannot be reached."""
     conversation = await aget_conversation(request, code)
-    context = {"conversation": conversation, "models": [], "models_error": ""}
+    context: dict[str, Any] = {"conversation": conversation, "models": [], "models_error": ""}
     if conversation.provider is None:
         context["models_error"] = _("This conversation has no provider any more.")
     else:
@@ -108,7 +110,7 @@ async def _only_allowed_models(user, conversation, context):
 async def set_model(request, code):
     conversation = await aget_conversation(request, code)
     model = request.POST.get("model", "").strip()
-    context = {"conversation": conversation, "models": [], "models_error": ""}
+    context: dict[str, Any] = {"conversation": conversation, "models": [], "models_error": ""}
     try:
         context["models"] = await llm.list_models(conversation.provider)
     except llm.ProviderError as exc:

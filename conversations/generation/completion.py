@@ -1,11 +1,12 @@
-"""Text-completion runs (POST /v1/completions): the playground's counterpart of a chat reply.
+"""The /v1/completions feed (the playground): one run's request(s), feeding one plain-text reply per choice.
 
 A run is a user message holding the prompt, with the parameters it was sent with in
 `Message.run`, and one assistant message per choice (`choice_index`) holding that choice's
-completion. `CompletionGeneration` is a `Generation` for /v1/completions, so resume and snapshots,
-stop from any tab, checkpoints and crash recovery work as they do for chat: the generation of
-choice 0 runs the request, and every other choice is a passive `CompletionGeneration` that only
-buffers, publishes and saves its own text (the pacer checkpoints each one).
+completion. Each choice is a plain-text `Reply` (reply.py), so resume and snapshots, stop from
+any tab, checkpoints and crash recovery work as they do for chat. The feed makes the request(s):
+best_of is fetched whole (it cannot stream), a provider that ignores n (llama.cpp) is asked for
+each missing choice in a request of its own, and an echo the stream left out is fetched with one
+more request. The run's notes say which of these happened.
 
 Log-probabilities are stored per message in the shape of `Message.logprobs`, with each token's
 "offset" counted from the start of that message's text: the echoed prompt's tokens go on the
@@ -16,17 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Sequence
+import logging
+from dataclasses import dataclass
+from typing import Any
 
 from django.utils.translation import gettext as _
 
-from conversations import events
-from conversations.generation.feeds import Opened
-from conversations.generation.reply import Generation, Prompt, _pacer
+from conversations.generation import pacer, running
+from conversations.generation.control import Control
+from conversations.generation.prompt import model_to_ask, tokens_in, usable_provider
+from conversations.generation.reply import Reply
 from conversations.models import Conversation, Message, Provider
 from conversations.providers import client as llm
 from conversations.providers import params
+
+log = logging.getLogger(__name__)
 
 PATH = "/completions"
 
@@ -104,102 +109,232 @@ class Received:
         ]
 
 
-class CompletionGeneration(Generation):
-    """A run: the lead (choice 0) makes the request; the other choices only buffer, publish and save."""
+@dataclass
+class Choice:
+    """One choice of the run: its reply, what came for it, and whether the provider answered for it at all."""
 
-    def __init__(
-        self, conversation: Conversation, reply: Message, run: Message, others: Sequence[Message] = (), lead=True
-    ):
-        super().__init__(conversation, reply)
+    reply: Reply
+    received: Received
+    answered: bool = False
+
+
+async def open_completion(conversation: Conversation, run: Message, choices: list[Message]) -> CompletionFeed:
+    """The run's feed, listening for commands (stop, sync): announce the choices, then start() it."""
+    feed = CompletionFeed(conversation, run, choices)
+    await feed.open()
+    return feed
+
+
+class CompletionFeed:
+    """One run: its request(s) to /v1/completions and a plain-text reply per choice.
+
+    Choice 0 leads: it is saved last (the run's last word), and a request's usage, the model the
+    provider names and the empty-answer check are its own.
+    """
+
+    def __init__(self, conversation: Conversation, run: Message, choices: list[Message]):
+        self.conversation = conversation
         self.run = run
-        self.lead = lead
-        self.params: dict = dict((run.run or {}).get("params") or {})
-        self.others = [CompletionGeneration(conversation, m, run, lead=False) for m in others] if lead else []
-        self.tracks = {reply.choice_index: self, **{g.reply.choice_index: g for g in self.others}}
+        self.params: dict[str, Any] = dict((run.run or {}).get("params") or {})
         self.notes: list[str] = list((run.run or {}).get("notes") or [])
-        self.prompt_tokens: list[dict] | None = None  # the echoed prompt's tokens, saved on the run
-        self.received = Received(run.content, bool(self.params.get("echo")))
-        self.answered = False  # the provider said something about this choice
+        self.prompt_tokens: list[dict[str, Any]] | None = None  # the echoed prompt's tokens, saved on the run
+        echo = bool(self.params.get("echo"))
+        self.choices = {
+            message.choice_index: Choice(Reply(conversation, message, plain=True), Received(run.content, echo))
+            for message in choices
+        }
+        self.lead = self.choices[choices[0].choice_index]
+        self.model = choices[0].model
+        self.stopping = False
+        self.task: asyncio.Task[None] | None = None
+        self.control = Control(conversation.control_group_name, stop=self.stop, sync=self._answer_sync)
+        self._pacer = pacer.current()
         self._provider: Provider | None = None
+        self._reader: asyncio.Task[None] | None = None
 
-    # -- the request --------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Listen for commands, before anyone is told the run exists (so no sync is lost)."""
+        await self.control.open()
 
-    async def _prepare(self) -> tuple[Provider, Prompt]:
+    def start(self) -> asyncio.Task[None]:
+        self.task = running.start(self, self._run(), name=f"generation-{self.lead.reply.message_id}")
+        return self.task
+
+    def stop(self) -> None:
+        """Stop every choice: cancel the request(s)."""
+        self.stopping = True
+        if self._reader is not None:
+            self._reader.cancel()  # closes the upstream connection
+
+    async def _answer_sync(self, reply_to: str) -> None:
+        """A snapshot of every choice of the run."""
+        for choice in self.choices.values():
+            await choice.reply.answer_sync(reply_to)
+
+    # -- the run --------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            if not self.control.opened:
+                await self.control.open()
+            await self._generate()
+        finally:
+            for choice in self.choices.values():
+                self._pacer.remove(choice.reply)
+            await self.control.close()
+
+    async def _generate(self) -> None:
+        lead = self.lead.reply
+        for choice in self.choices.values():
+            self._pacer.add(choice.reply)  # each choice is checkpointed and kept alive on its own
+        try:
+            try:
+                provider = await self._prepare()
+            except llm.ProviderError as exc:
+                await self._finish(Message.Status.ERROR, exc.user_message)
+                return
+            if self.stopping:
+                await self._finish(Message.Status.STOPPED)
+                return
+            for choice in self.choices.values():
+                choice.reply.start()
+            self._reader = asyncio.create_task(self._read(provider))
+            try:
+                await self._reader
+                status, error = Message.Status.COMPLETE, ""
+            except asyncio.CancelledError:
+                if not self.stopping:
+                    raise
+                status, error = Message.Status.STOPPED, ""
+            except llm.ProviderError as exc:
+                log.info("Generation %s failed: %s (%s)", lead.message_id, exc.kind, exc.message)
+                status, error = Message.Status.ERROR, exc.user_message
+                if isinstance(exc, llm.StreamInterrupted):
+                    status = Message.Status.INTERRUPTED
+            finally:
+                for choice in self.choices.values():
+                    choice.reply.close()
+            for choice in self.choices.values():
+                await choice.reply.drained()  # each publishes what is left, in order
+            if status == Message.Status.COMPLETE and not lead.content and not lead.finish_reason:
+                status, error = Message.Status.ERROR, _("The provider finished without saying anything.")
+            await self._count_usage(provider)
+            await self._finish(status, error)
+        except Exception as exc:
+            log.exception("Generation %s crashed", lead.message_id)
+            await self._finish(
+                Message.Status.ERROR, _("Internal error while generating: %(error)s") % {"error": type(exc).__name__}
+            )
+
+    async def _prepare(self) -> Provider:
         conversation = await Conversation.objects.select_related("provider").aget(pk=self.conversation.pk)
         self.conversation = conversation
-        provider = conversation.provider
-        if provider is None or not provider.enabled:
-            raise llm.ProviderError(_("This conversation's provider is gone or disabled; pick another model."))
-        if not self.model:
-            self.model = conversation.model or provider.default_model or await self._first_model(provider)
-        pacer = _pacer()
-        for other in self.others:
-            other.model = self.model
-            pacer.add(other)  # each choice is checkpointed and kept alive on its own
+        for choice in self.choices.values():
+            choice.reply.conversation = conversation
+        provider = usable_provider(conversation)
+        self.model = await model_to_ask(conversation, provider, self.model)
+        for choice in self.choices.values():
+            choice.reply.model = self.model
         self._provider = provider
-        return provider, Prompt(messages=[], context_start_id=None, text=self.run.content)
+        return provider
 
-    def payload(self, prompt: Prompt) -> dict:
+    async def _count_usage(self, provider: Provider) -> None:
+        """The lead's usage, counted if the provider did not report it (the others' at the end)."""
+        lead = self.lead.reply
+        if lead.usage and lead.usage.completion_tokens is not None:
+            return
+        text = lead.generated_text()
+        prompt_tokens = await tokens_in(provider, self.run.content)
+        lead.usage = llm.Usage(prompt_tokens, await tokens_in(provider, text) if text else 0)
+        lead.usage_estimated = True
+
+    async def _finish(self, status: str, error: str = "") -> None:
+        """The run and the other choices are saved first; choice 0 is the last word."""
+        await Message.objects.filter(pk=self.run.pk).aupdate(
+            run={"params": self.params, "notes": self.notes}, logprobs=self.prompt_tokens
+        )
+        lead = self.lead.reply
+        for choice in self.choices.values():
+            if choice is self.lead:
+                continue
+            reply = choice.reply
+            if reply.usage is None and lead.usage_estimated and self._provider is not None and reply.content:
+                # The request sent no usage: count each choice's own text (its prompt is on choice 0).
+                reply.usage = llm.Usage(0, await tokens_in(self._provider, reply.content))
+                reply.usage_estimated = True
+            choice_status, choice_error = status, error
+            if status == Message.Status.COMPLETE and not reply.content and not reply.finish_reason:
+                choice_status = Message.Status.ERROR
+                choice_error = _("The provider returned nothing for this choice.")
+            await self._end(choice, choice_status, choice_error)
+        await self._end(self.lead, status, error)
+
+    async def _end(self, choice: Choice, status: str, error: str) -> None:
+        self._pacer.remove(choice.reply)  # no checkpoint after this
+        received = choice.received
+        choice.reply.extras.logprobs = received.completion_tokens if received.tokens else None
+        await choice.reply.finish(status, error)
+
+    # -- the request(s) ---------------------------------------------------------------------------------
+
+    def _payload(self) -> dict[str, Any]:
         try:
             checked = params.request_fields(self.params, params.COMPLETION)  # again, at send time
         except params.InvalidParams as exc:
             raise llm.ProviderError(exc.message) from None
         return {
             "model": self.model,
-            "prompt": prompt.text,
+            "prompt": self.run.content,
             **checked,
             "user": llm.user_id_for_provider(self.conversation.owner_id),
         }
 
-    async def _read(self, provider: Provider, prompt: Prompt):
-        payload = self.payload(prompt)
+    async def _read(self, provider: Provider) -> None:
+        payload = self._payload()
         fetch = self._stream
         if "best_of" in payload:
             self._note(FETCHED_WHOLE)  # best_of cannot stream: the whole answer comes at once
             fetch = self._fetch_whole
         try:
-            await fetch(provider, payload, self.tracks)
-            missing = [choice for choice in self.tracks.values() if not choice.answered]
-            if missing and len(missing) < len(self.tracks):
+            await fetch(provider, payload, self.choices)
+            missing = [choice for choice in self.choices.values() if not choice.answered]
+            if missing and len(missing) < len(self.choices):
                 # The provider ignored n (llama.cpp answers with one choice): ask for each other one.
                 self._note(ONE_BY_ONE)
                 single = {k: v for k, v in payload.items() if k != "n"}
                 for choice in missing:
                     await fetch(provider, single, {0: choice})
         finally:
-            for choice in self.tracks.values():
-                choice._hand_out(choice.received.settle())
-            self._new_text.set()
+            for choice in self.choices.values():
+                choice.reply.add_text(choice.received.settle())
         if self.params.get("echo"):
-            await self._complete_echo(provider, prompt)
+            await self._complete_echo(provider)
 
-    async def _fetch_whole(self, provider: Provider, payload: dict, targets: dict[int, CompletionGeneration]):
+    async def _fetch_whole(self, provider: Provider, payload: dict[str, Any], targets: dict[int, Choice]) -> None:
         answer = await llm.post_json(provider, PATH, payload)
         if not isinstance(answer, dict):
             raise llm.BadResponse(_("The provider's answer is not in the OpenAI format."))
-        if self._take_chunk(llm.parse_chunk(answer), targets):
-            self._new_text.set()
+        self._take_chunk(llm.parse_chunk(answer), targets)
 
-    async def _stream(self, provider: Provider, payload: dict, targets: dict[int, CompletionGeneration]):
-        pacer = _pacer()
+    async def _stream(self, provider: Provider, payload: dict[str, Any], targets: dict[int, Choice]) -> None:
+        pace = pacer.current()
         batches = llm.stream_batches(provider, PATH, payload)
         async with contextlib.aclosing(batches):
             async for batch in batches:
                 text = False
                 for chunk in batch:
                     text = self._take_chunk(chunk, targets) or text
-                if text:
-                    self._new_text.set()
-                    if not all(choice.finish_reason for choice in targets.values()):
-                        await asyncio.sleep(pacer.window)  # coalesce, as Generation._read does
+                if text and not all(choice.reply.finish_reason for choice in targets.values()):
+                    await asyncio.sleep(pace.window)  # coalesce, as feeds.read_stream does
 
-    def _take_chunk(self, chunk: llm.Chunk, targets: dict[int, CompletionGeneration]) -> bool:
+    def _take_chunk(self, chunk: llm.Chunk, targets: dict[int, Choice]) -> bool:
+        """Hand each choice its text; True if any choice got some."""
         if chunk.usage:
             # A request's usage goes to the first choice it was for (choice 0, or the one asked alone).
-            owner = targets[min(targets)]
+            owner = targets[min(targets)].reply
             owner.usage = _add_usage(owner.usage, chunk.usage)
         if chunk.model:
-            self.model = chunk.model
+            self.model = self.lead.reply.model = chunk.model
         text = False
         for delta in chunk.choices:
             choice = targets.get(delta.index)
@@ -207,23 +342,14 @@ class CompletionGeneration(Generation):
                 continue
             choice.answered = True
             if delta.finish_reason:
-                choice.finish_reason = delta.finish_reason
+                choice.reply.finish_reason = delta.finish_reason
             if delta.content or delta.logprobs:
-                text = choice._hand_out(choice.received.take(delta.content, delta.logprobs)) or text
+                text = choice.reply.add_text(choice.received.take(delta.content, delta.logprobs)) or text
         return text
 
-    def _hand_out(self, text: str) -> bool:
-        if not text:
-            return False
-        self._parts.append(text)
-        if self.ttft_ms is None:
-            self.ttft_ms = int((time.monotonic() - self.started) * 1000)
-            self.written_at = time.monotonic()  # checkpoints count from the first text
-        return True
-
-    async def _complete_echo(self, provider: Provider, prompt: Prompt):
+    async def _complete_echo(self, provider: Provider) -> None:
         """Keep the echoed prompt's tokens; if the stream did not echo them, ask for them once."""
-        first = self.tracks[min(self.tracks)].received
+        first = self.choices[min(self.choices)].received
         if first.echo == "yes":
             self.prompt_tokens = first.echoed_tokens or None
             return
@@ -233,7 +359,7 @@ class CompletionGeneration(Generation):
         # llama.cpp's server ignores echo while streaming: one more, unstreamed, one-token request.
         request = {
             "model": self.model,
-            "prompt": prompt.text,
+            "prompt": self.run.content,
             "echo": True,
             "logprobs": self.params["logprobs"],
             "max_tokens": 1,
@@ -244,55 +370,16 @@ class CompletionGeneration(Generation):
         except llm.ProviderError:
             self._note(NO_ECHO)
             return
-        probe = Received(prompt.text, echo=True)
+        probe = Received(self.run.content, echo=True)
         for delta in llm.parse_chunk(answer if isinstance(answer, dict) else {}).choices[:1]:
             probe.take(delta.content, delta.logprobs)
         probe.settle()
         self.prompt_tokens = probe.echoed_tokens or None
         self._note(ECHO_FETCHED if self.prompt_tokens else NO_ECHO)
 
-    def _note(self, code: str):
+    def _note(self, code: str) -> None:
         if code not in self.notes:
             self.notes.append(code)
-
-    # -- publishing -----------------------------------------------------------------------------
-
-    async def _flush(self):
-        """Publish each choice's new completion text as plain-text deltas of its own message."""
-        for choice in self.tracks.values():
-            if not choice._parts:
-                continue
-            text = "".join(choice._parts)
-            choice._parts.clear()
-            choice._text += text
-            choice.flushed = len(choice._text)
-            choice.seq += 1
-            await choice._publish(events.delta(choice.message_id, choice.seq, text))
-
-    async def _answer_sync(self, reply_to: str):
-        """A snapshot of every choice (Generation._answer_sync answers for one)."""
-        for choice in self.tracks.values():
-            await self.layer.send(reply_to, events.snapshot(choice.message_id, choice.seq, choice._text))
-
-    async def _finish(self, status: str, error: str = ""):
-        if self.lead:  # the run and the other choices are saved first; choice 0 is the last word
-            await Message.objects.filter(pk=self.run.pk).aupdate(
-                run={"params": self.params, "notes": self.notes}, logprobs=self.prompt_tokens
-            )
-            for choice in self.others:
-                if choice.usage is None and self.usage_estimated and self._provider is not None and choice.content:
-                    # The request sent no usage: count each choice's own text (its prompt is on choice 0).
-                    counted = await llm.count_tokens(self._provider, choice.content)
-                    tokens = counted if counted is not None else llm.estimate_tokens(choice.content)
-                    choice.usage, choice.usage_estimated = llm.Usage(0, tokens), True
-                choice_status, choice_error = status, error
-                if status == Message.Status.COMPLETE and not choice.content and not choice.finish_reason:
-                    choice_status = Message.Status.ERROR
-                    choice_error = _("The provider returned nothing for this choice.")
-                await choice._finish(choice_status, choice_error)
-        # Generation._finish saves extras.logprobs with the rest of the message.
-        self.extras.logprobs = self.received.completion_tokens if self.received.tokens else None
-        await super()._finish(status, error)
 
 
 def _add_usage(total: llm.Usage | None, more: llm.Usage) -> llm.Usage:
@@ -303,10 +390,3 @@ def _add_usage(total: llm.Usage | None, more: llm.Usage) -> llm.Usage:
         (total.prompt_tokens or 0) + (more.prompt_tokens or 0),
         (total.completion_tokens or 0) + (more.completion_tokens or 0),
     )
-
-
-async def open_completion(conversation: Conversation, run: Message, choices: list[Message]) -> Opened:
-    """The run's generation (choice 0 leads, the others follow), listening for commands."""
-    generation = CompletionGeneration(conversation, choices[0], run, choices[1:])
-    await generation.open()
-    return Opened([generation])

@@ -1,32 +1,51 @@
-"""n > 1: several replies to one message, streamed side by side until the user picks one.
+"""Where a chat reply's text comes from: one upstream request for 1..n replies, or one request per reply.
 
-Each choice is an assistant Message (siblings under the same parent, `choice_index` 0..n-1,
-`choices_open` until the user picks) with a Generation of its own: its deltas, snapshots,
-checkpoints, heartbeats and final save work exactly as for a single reply. A ChoiceSet feeds
-them from one upstream request, routing each chunk's choices by index.
+`open_chat()` makes a `ChatFeed` for the replies of one message: one reply, or n > 1 choices
+(assistant messages under the same parent, `choice_index` 0..n-1, `choices_open` until the user
+picks) streamed side by side. The feed builds the prompt once, sends the request and routes each
+chunk's choices by index to their `Reply` (reply.py), which publishes, checkpoints and saves its
+own text. Each reply ends as soon as its choice is received.
 
 Some providers (the bundled llama-cpp-python server among them) answer n > 1 with one choice.
-Then the app asks n times itself (varying the seed, if one is set, so the choices differ) and
+Then the feed asks n times itself (varying the seed, if one is set, so the choices differ) and
 marks the choices `own_request`, which the page says. Such a provider is known up front (the
 bundled one), found out from an answer that brought only choice 0 (then the missing choices are
 asked for at once), or from a 400 that names `n`; it is remembered for the next time.
 
-Stop from any tab reaches every Generation of the set through the control group; each one stops
-the whole set, which cancels the upstream request(s).
+The feed listens on the conversation's control group (control.py): a stop from any tab or
+process cancels the upstream request(s) and stops every reply of the feed; a sync is answered
+with a snapshot of each reply still streaming.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from django.core.cache import cache
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from conversations import events
+from conversations.generation import pacer, running
+from conversations.generation.control import Control
+from conversations.generation.prompt import (
+    Prompt,
+    asks_for_json,
+    build_prompt,
+    continuation_prompt,
+    model_to_ask,
+    tokens_in,
+    usable_provider,
+)
+from conversations.generation.reply import Reply
 from conversations.models import Conversation, Message, Provider
 from conversations.providers import client as llm
+from conversations.providers.params import InvalidParams, request_fields
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +54,14 @@ SINGLE_CHOICE_SECONDS = 24 * 3600  # how long a provider is remembered to ignore
 _single_choice: set[tuple[int, str]] = set()
 
 
+def reset_for_tests() -> None:
+    """Forget the providers this process found to ignore n (the cache remembers them too)."""
+    _single_choice.clear()
+
+
 def streaming_ids(branch: list[Message]) -> list[int]:
-    ids = []
+    """The replies still streaming on a branch, open choices included."""
+    ids: list[int] = []
     for message in branch:
         for candidate in getattr(message, "open_choices", []) or [message]:
             if candidate.is_streaming and candidate.pk not in ids:
@@ -44,30 +69,54 @@ def streaming_ids(branch: list[Message]) -> list[int]:
     return ids
 
 
-# --- Generating them ---------------------------------------------------------------------------
+async def open_chat(conversation: Conversation, replies: list[Message], *, continuing: bool = False) -> ChatFeed:
+    """A feed for these replies, listening for commands (stop, sync) but not streaming yet.
+
+    Announce the replies, then start() it: every delta of theirs comes after the announcement.
+    """
+    feed = ChatFeed(conversation, replies, continuing=continuing)
+    await feed.open()
+    return feed
 
 
-class Opened:
-    """Replies that listen for commands (stop, sync) but do not stream yet: announce them, then start()."""
+async def read_stream(provider: Provider, payload: dict[str, Any], routes: Mapping[int, Reply]) -> llm.Usage | None:
+    """Stream one request, handing each choice's deltas to the reply `routes` has for its index.
 
-    def __init__(self, generations: list):
-        self._generations = generations
+    Returns the request's usage, if the provider sent it. After a read that brought anything,
+    the reader waits one coalescing window, so what arrives meanwhile waits in the socket to be
+    read, parsed and published together: one read and one delta per window, not per chunk.
+    """
+    pace = pacer.current()
+    usage = None
+    batches = llm.stream_batches(provider, "/chat/completions", payload)
+    # aclosing: a stop that lands while the reader waits still closes the upstream request.
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            changed: dict[int, Reply] = {}
+            for chunk in batch:
+                if chunk.usage:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    reply = routes.get(choice.index)
+                    if reply is not None and reply.take(choice, chunk.model):
+                        changed[reply.message_id] = reply
+            for reply in changed.values():
+                await reply.send_extras(force=bool(reply.finish_reason))
+            # After the finish reasons only usage and [DONE] are left: no need to wait.
+            if changed and not all(r.finish_reason for r in changed.values()):
+                await asyncio.sleep(pace.window)
+    return usage
 
-    def start(self) -> None:
-        for generation in self._generations:
-            generation.start()
 
-
-async def open_chat(conversation: Conversation, replies: list[Message], *, continuing: bool = False) -> Opened:
-    """One Generation per reply (n > 1: fed by one ChoiceSet), listening for commands."""
-    from conversations.generation.reply import Generation
-
-    generations = [Generation(conversation, reply, continuing=continuing) for reply in replies]
-    if len(generations) > 1:
-        ChoiceSet(generations)
-    for generation in generations:
-        await generation.open()
-    return Opened(generations)
+def split_usage(total: int, weights: list[int]) -> list[int]:
+    """Whole shares of `total` in proportion to `weights`, adding up to `total` exactly."""
+    weights = [max(w, 1) for w in weights]
+    exact = [total * w / sum(weights) for w in weights]
+    shares = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - shares[i], reverse=True)
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
 
 
 async def _knows_single_choice(provider: Provider) -> bool:
@@ -91,71 +140,176 @@ def _rejects_n(error: llm.ProviderError) -> bool:
     )
 
 
-def split_usage(total: int, weights: list[int]) -> list[int]:
-    """Whole shares of `total` in proportion to `weights`, adding up to `total` exactly."""
-    weights = [max(w, 1) for w in weights]
-    exact = [total * w / sum(weights) for w in weights]
-    shares = [int(x) for x in exact]
-    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - shares[i], reverse=True)
-    for i in by_remainder[: total - sum(shares)]:
-        shares[i] += 1
-    return shares
+class ChatFeed:
+    """The replies of one message (one, or n choices) and the upstream request(s) that feed them.
 
+    Replies are addressed by position (0..n-1): with n > 1 that is their choice index.
+    """
 
-class ChoiceSet:
-    """The Generations of the n choices of one reply, fed from one upstream request (or n)."""
-
-    def __init__(self, generations: list):
-        self.members = generations
-        for generation in generations:
-            generation.choices = self
-        loop = asyncio.get_running_loop()
-        self._done = [loop.create_future() for _ in generations]
-        for future in self._done:
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, even if unread
-        self._prepared: asyncio.Task | None = None
-        self._tasks: list[asyncio.Task] = []
+    def __init__(self, conversation: Conversation, messages: list[Message], *, continuing: bool = False):
+        self.conversation = conversation
+        self.continuing = continuing
+        self.replies = [Reply(conversation, message, continuing=continuing) for message in messages]
+        self.model = ""
         self.stopping = False
+        self.task: asyncio.Task[None] | None = None
+        self.control = Control(conversation.control_group_name, stop=self.stop, sync=self._answer_sync)
+        self._pacer = pacer.current()
+        loop = asyncio.get_running_loop()
+        # Resolved when a reply's choice has been received (or with what went wrong with it).
+        self._received: list[asyncio.Future[None]] = [loop.create_future() for _ in self.replies]
+        for future in self._received:
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, even if unread
+        self._streaming = set(range(len(self.replies)))  # positions of the replies not ended yet
+        self._prepared: asyncio.Task[tuple[Provider, Prompt]] | None = None
+        self._upstream: asyncio.Task[None] | None = None
 
-    # -- what each member's Generation calls ------------------------------------------------
+    async def open(self) -> None:
+        """Listen for commands, before anyone is told the replies exist (so no sync is lost)."""
+        await self.control.open()
 
-    async def prepare(self, member):
-        """Build the prompt once for all choices."""
-        lead = self.members[0]
-        if self._prepared is None:
-            self._prepared = asyncio.create_task(lead._prepare())
-        provider, prompt = await asyncio.shield(self._prepared)
-        if member is not lead:
-            member.conversation, member.model, member.json_mode = lead.conversation, lead.model, lead.json_mode
-            if prompt.context_start_id:
-                await Message.objects.filter(pk=member.message_id).aupdate(context_start_id=prompt.context_start_id)
-        return provider, prompt
+    def start(self) -> asyncio.Task[None]:
+        self.task = running.start(self, self._run(), name=f"generation-{self.replies[0].message_id}")
+        return self.task
 
-    async def read(self, member, provider: Provider, prompt) -> None:
-        """Return when this member's choice has been received (raise what went wrong with it)."""
-        if not self._tasks and not self.stopping:
-            self._tasks.append(asyncio.create_task(self._fetch(provider, prompt), name="choices-upstream"))
-        await asyncio.shield(self._done[member.choice_index])
-
-    def stop(self):
+    def stop(self) -> None:
+        """Stop every reply, and the upstream request(s)."""
         if self.stopping:
             return
         self.stopping = True
-        for generation in self.members:
-            generation.stop_requested = True
-            if generation._reader is not None:
-                generation._reader.cancel()
-        for task in self._tasks:
-            task.cancel()  # closes the upstream connection(s)
+        for future in self._received:
+            future.cancel()
+        if self._upstream is not None:
+            self._upstream.cancel()  # closes the upstream connection(s)
 
-    def shares_prompt(self, member) -> bool:
-        """One request made several choices: its prompt is counted once, on the first."""
-        return member.choice_index > 0 and not member.own_request
+    async def _answer_sync(self, reply_to: str) -> None:
+        for position in sorted(self._streaming):
+            await self.replies[position].answer_sync(reply_to)
 
-    # -- upstream ---------------------------------------------------------------------------
+    # -- the replies --------------------------------------------------------------------------------
 
-    def _resolve(self, index: int, error: BaseException | None = None):
-        future = self._done[index]
+    async def _run(self) -> None:
+        try:
+            if not self.control.opened:
+                await self.control.open()
+            for reply in self.replies:
+                self._pacer.add(reply)  # heartbeats, then checkpoints, until the final save
+            self._prepared = asyncio.create_task(self._prepare())
+            ends = await asyncio.gather(
+                *(self._follow(position) for position in range(len(self.replies))), return_exceptions=True
+            )
+            for end in ends:
+                if isinstance(end, BaseException):  # its final save failed too: the reply stays streaming
+                    log.error("A reply of conversation %s could not end", self.conversation.pk, exc_info=end)
+        finally:
+            for reply in self.replies:
+                self._pacer.remove(reply)
+            if self._upstream is not None and not self._upstream.done():
+                self._upstream.cancel()
+            await self.control.close()
+
+    async def _follow(self, position: int) -> None:
+        """One reply, from the prompt to its final save."""
+        assert self._prepared is not None
+        reply = self.replies[position]
+        try:
+            try:
+                provider, prompt = await asyncio.shield(self._prepared)  # built once for all
+            except llm.ProviderError as exc:
+                await self._end(reply, Message.Status.ERROR, exc.user_message)
+                return
+            if self.stopping:
+                await self._end(reply, Message.Status.STOPPED)
+                return
+            if self._upstream is None:
+                self._upstream = asyncio.create_task(self._fetch(provider, prompt), name="choices-upstream")
+            reply.start()
+            try:
+                await self._received[position]
+                status, error = Message.Status.COMPLETE, ""
+            except asyncio.CancelledError:
+                if not self.stopping:
+                    raise
+                status, error = Message.Status.STOPPED, ""
+            except llm.ProviderError as exc:
+                log.info("Generation %s failed: %s (%s)", reply.message_id, exc.kind, exc.message)
+                status, error = Message.Status.ERROR, exc.user_message
+                if isinstance(exc, llm.StreamInterrupted):
+                    status = Message.Status.INTERRUPTED
+            finally:
+                reply.close()
+            await reply.drained()  # it publishes what is left, in order
+            if status == Message.Status.COMPLETE and not reply.content and not reply.finish_reason:
+                status, error = Message.Status.ERROR, _("The provider finished without saying anything.")
+            await self._count_usage(position, provider, prompt)
+            await self._end(reply, status, error)
+        except Exception as exc:
+            log.exception("Generation %s crashed", reply.message_id)
+            await self._end(
+                reply,
+                Message.Status.ERROR,
+                _("Internal error while generating: %(error)s") % {"error": type(exc).__name__},
+            )
+        finally:
+            self._pacer.remove(reply)
+            self._streaming.discard(position)
+
+    async def _end(self, reply: Reply, status: str, error: str = "") -> None:
+        self._pacer.remove(reply)  # no checkpoint after this
+        await reply.finish(status, error)
+
+    async def _prepare(self) -> tuple[Provider, Prompt]:
+        conversation = await Conversation.objects.select_related("provider").aget(pk=self.conversation.pk)
+        self.conversation = conversation
+        for reply in self.replies:
+            reply.conversation = conversation
+        provider = usable_provider(conversation)
+        lead = self.replies[0]
+        self.model = await model_to_ask(conversation, provider, lead.model)
+        prompt = await build_prompt(conversation, lead.message, provider, self.model)
+        if self.continuing:
+            prompt = continuation_prompt(prompt, lead.message)
+        json_mode = asks_for_json(conversation.params)
+        for reply in self.replies:
+            reply.model, reply.json_mode = self.model, json_mode
+        if prompt.context_start_id:
+            ids = [reply.message_id for reply in self.replies]
+            await Message.objects.filter(pk__in=ids).aupdate(context_start_id=prompt.context_start_id)
+            await lead.publish(events.context(lead.message_id, prompt.context_start_id))
+        return provider, prompt
+
+    async def _count_usage(self, position: int, provider: Provider, prompt: Prompt) -> None:
+        """Count what the provider did not report (marked estimated)."""
+        reply = self.replies[position]
+        if reply.usage and reply.usage.completion_tokens is not None:
+            return
+        text = reply.generated_text()
+        prompt_tokens = await tokens_in(provider, prompt.text)
+        usage = llm.Usage(prompt_tokens, await tokens_in(provider, text) if text else 0)
+        if position > 0 and not reply.own_request:
+            usage.prompt_tokens = 0  # one request for n choices: its prompt is counted on the first
+        reply.usage, reply.usage_estimated = usage, True
+
+    # -- upstream -----------------------------------------------------------------------------------
+
+    def _payload(self, prompt: Prompt, *, n: bool) -> dict[str, Any]:
+        """The request; without `n` unless it is the one request for n > 1 choices."""
+        try:
+            # Checked again at send time: only settings that pass the panel's rules are sent.
+            params = request_fields(self.conversation.params)
+        except InvalidParams as exc:
+            raise llm.ProviderError(exc.message) from None
+        if not n and params.get("n", 1) != 1:
+            params.pop("n")
+        return {
+            "model": self.model,
+            "messages": prompt.messages,
+            **params,
+            "user": llm.user_id_for_provider(self.conversation.owner_id),
+        }
+
+    def _resolve(self, position: int, error: BaseException | None = None) -> None:
+        future = self._received[position]
         if future.done():
             return
         if error is None:
@@ -163,50 +317,54 @@ class ChoiceSet:
         else:
             future.set_exception(error)
 
-    async def _fetch(self, provider: Provider, prompt):
+    async def _fetch(self, provider: Provider, prompt: Prompt) -> None:
         try:
-            if await _knows_single_choice(provider):
-                await self._separately(provider, prompt, range(len(self.members)))
+            if len(self.replies) == 1:
+                reply = self.replies[0]
+                usage = await read_stream(provider, self._payload(prompt, n=False), {0: reply})
+                if usage:
+                    reply.usage = usage
+                self._resolve(0)
+            elif await _knows_single_choice(provider):
+                await self._separately(provider, prompt, range(len(self.replies)))
             else:
                 await self._together(provider, prompt)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - whatever it is, every choice must hear of it
-            if not isinstance(exc, llm.ProviderError):
-                log.exception("Fetching %d choices failed", len(self.members))
-            for index in range(len(self.members)):
-                self._resolve(index, exc)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, every reply must hear of it
+            if len(self.replies) > 1 and not isinstance(exc, llm.ProviderError):
+                log.exception("Fetching %d choices failed", len(self.replies))
+            for position in range(len(self.replies)):
+                self._resolve(position, exc)
 
-    async def _together(self, provider: Provider, prompt):
-        from conversations.generation.reply import read_stream
-
-        members = self.members
-        payload = members[0].payload(prompt)
+    async def _together(self, provider: Provider, prompt: Prompt) -> None:
+        """One request for all n choices."""
+        replies = self.replies
         try:
-            usage = await read_stream(provider, payload, lambda i: members[i] if 0 <= i < len(members) else None)
+            usage = await read_stream(provider, self._payload(prompt, n=True), dict(enumerate(replies)))
         except llm.ProviderError as exc:
-            if _rejects_n(exc) and not any(m.extras.received for m in members):
+            if _rejects_n(exc) and not any(r.extras.received for r in replies):
                 await _remember_single_choice(provider)
-                await self._separately(provider, prompt, range(len(members)))
+                await self._separately(provider, prompt, range(len(replies)))
                 return
             raise
-        missing = [m.choice_index for m in members[1:] if not m.extras.received]
-        if missing and members[0].extras.received:
+        missing = [position for position in range(1, len(replies)) if not replies[position].extras.received]
+        if missing and replies[0].extras.received:
             # The provider ignored n: choice 0 is this request's; the others get requests of their own.
             await _remember_single_choice(provider)
-            members[0].usage = usage
+            replies[0].usage = usage
             self._resolve(0)
             await self._separately(provider, prompt, missing)
             return
         if usage and usage.completion_tokens is not None:
-            shares = split_usage(usage.completion_tokens, [len(m.content) + m.extras.size for m in members])
-            for member, share in zip(members, shares, strict=True):
-                member.usage = llm.Usage(usage.prompt_tokens if member.choice_index == 0 else 0, share)
-                member.usage_estimated = True  # the split between choices is an estimate; the total is not
-        for index in range(len(members)):
-            self._resolve(index)
+            shares = split_usage(usage.completion_tokens, [len(r.content) + r.extras.size for r in replies])
+            for position, (reply, share) in enumerate(zip(replies, shares, strict=True)):
+                reply.usage = llm.Usage(usage.prompt_tokens if position == 0 else 0, share)
+                reply.usage_estimated = True  # the split between choices is an estimate; the total is not
+        for position in range(len(replies)):
+            self._resolve(position)
 
-    async def _separately(self, provider: Provider, prompt, indexes):
+    async def _separately(self, provider: Provider, prompt: Prompt, positions: Iterable[int]) -> None:
         """One request per choice: all at once, or one after another for the bundled model.
 
         The bundled llama-cpp-python server works on one request at a time anyway (more only
@@ -214,41 +372,35 @@ class ChoiceSet:
         """
         await self._mark_own_requests()
         if provider.is_bundled:
-            for index in indexes:
-                await self._single(index, provider, prompt)
+            for position in positions:
+                await self._single(position, provider, prompt)
             return
-        tasks = [asyncio.create_task(self._single(index, provider, prompt)) for index in indexes]
+        tasks = [asyncio.create_task(self._single(position, provider, prompt)) for position in positions]
         try:
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
 
-    async def _single(self, index: int, provider: Provider, prompt):
-        from conversations.generation.reply import read_stream
-
-        member = self.members[index]
-        payload = member.payload(prompt)
-        payload.pop("n", None)
-        if isinstance(payload.get("seed"), int) and index:
-            payload["seed"] += index  # the same seed would give the same reply n times
+    async def _single(self, position: int, provider: Provider, prompt: Prompt) -> None:
+        reply = self.replies[position]
+        payload = self._payload(prompt, n=False)
+        if isinstance(payload.get("seed"), int) and position:
+            payload["seed"] += position  # the same seed would give the same reply n times
         try:
-            usage = await read_stream(provider, payload, lambda i: member if i == 0 else None)
+            usage = await read_stream(provider, payload, {0: reply})
         except llm.ProviderError as exc:
-            self._resolve(index, exc)
+            self._resolve(position, exc)
             return
-        member.usage = usage
-        self._resolve(index)
+        reply.usage = usage
+        self._resolve(position)
 
-    async def _mark_own_requests(self):
-        if all(m.own_request for m in self.members):
+    async def _mark_own_requests(self) -> None:
+        if all(reply.own_request for reply in self.replies):
             return
-        for member in self.members:
-            member.own_request = True
-        ids = [m.message_id for m in self.members]
+        for reply in self.replies:
+            reply.own_request = True
+        ids = [reply.message_id for reply in self.replies]
         await Message.objects.filter(pk__in=ids).aupdate(own_request=True, heartbeat_at=timezone.now())
-        lead = self.members[0]
-        await lead.layer.group_send(
-            lead.group,
-            events.choices_note(lead.reply.parent_id, len(ids), True),
-        )
+        lead = self.replies[0]
+        await lead.publish(events.choices_note(lead.message.parent_id, len(ids), True))

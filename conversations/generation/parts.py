@@ -1,14 +1,10 @@
-"""What a reply says besides its answer (reasoning, tool calls, log-probabilities), both ways.
+"""What a reply says besides its answer (reasoning, tool calls, log-probabilities): assembled, shown, saved.
 
-From the provider: a reply's deltas may carry `reasoning_content` or `reasoning` (kept apart from
-the answer), the answer may wrap its reasoning in `<think>…</think>` (split anywhere across
-chunks), tool calls arrive as fragments keyed by index, and log-probabilities come per token.
-`ReplyParts.feed()` takes one choice's delta and returns the answer text in it; the rest is
-assembled there.
-
-To the provider: `api_message()` turns a saved message into the API's format (an assistant
-message with its `tool_calls`, a `tool` message with its `tool_call_id`); reasoning is never
-sent back.
+A reply's deltas may carry `reasoning_content` or `reasoning` (kept apart from the answer), the
+answer may wrap its reasoning in `<think>…</think>` (split anywhere across chunks), tool calls
+arrive as fragments keyed by index, and log-probabilities come per token. `ReplyParts.feed()`
+takes one choice's delta and returns the answer text in it; the rest is assembled there.
+`json_view()` and `tool_call_view()` show them; `final_parts()` is what a reply saves at its end.
 """
 
 from __future__ import annotations
@@ -20,12 +16,6 @@ import uuid
 
 from conversations.models import Message
 from conversations.providers import client as llm
-
-# Sent (to the model, not shown) when the user asks to continue a reply cut off by max_tokens.
-CONTINUE_INSTRUCTION = (
-    "Your previous message was cut off. Continue it exactly where it stopped, without repeating "
-    "anything and without any preamble."
-)
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -261,58 +251,6 @@ def tool_call_view(call: dict) -> dict:
     return {"id": call.get("id") or "", "name": function.get("name") or "", "arguments": view}
 
 
-def asks_for_json(params: dict) -> bool:
-    response_format = params.get("response_format")
-    return isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema")
-
-
-# --- To the provider ----------------------------------------------------------------------------
-
-
-def api_message(message: Message) -> dict:
-    """A saved message as the chat API wants it (never with its reasoning)."""
-    if message.role == Message.Role.TOOL:
-        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
-    if message.role == Message.Role.ASSISTANT and message.tool_calls:
-        calls = [
-            {
-                "id": call.get("id") or "",
-                "type": call.get("type") or "function",
-                "function": {
-                    "name": (call.get("function") or {}).get("name") or "",
-                    "arguments": (call.get("function") or {}).get("arguments") or "",
-                },
-            }
-            for call in message.tool_calls
-            if isinstance(call, dict)
-        ]
-        return {"role": "assistant", "content": message.content or None, "tool_calls": calls}
-    return {"role": message.role, "content": message.content}
-
-
-def api_text(message: dict) -> str:
-    """The text of an API message, for counting its tokens."""
-    calls = "".join(c["function"]["name"] + c["function"]["arguments"] for c in message.get("tool_calls") or [])
-    return (message.get("content") or "") + calls
-
-
-def prompt_text(message: Message) -> str:
-    return api_text(api_message(message))
-
-
-def continuation_prompt(prompt, reply: Message):
-    """The prompt of a reply cut off by max_tokens, then the reply so far and a request to go on."""
-    extra = [
-        {"role": "assistant", "content": reply.content},
-        {"role": "user", "content": CONTINUE_INSTRUCTION},
-    ]
-    return dataclasses.replace(
-        prompt,
-        messages=prompt.messages + extra,
-        text=prompt.text + "\n" + "\n".join(m["content"] for m in extra),
-    )
-
-
 # --- The end of a reply ---------------------------------------------------------------------
 
 
@@ -332,30 +270,33 @@ def _add(before: int | None, now: int | None) -> int | None:
     return None if before is None and now is None else (before or 0) + (now or 0)
 
 
-def final_parts(generation) -> FinalParts:
-    """What a Generation saves at its end; a continuation adds to what its reply had."""
-    tail = generation.extras.finish()  # text held back when the stream ended without a finish reason
-    content = generation.content + tail
-    reasoning = generation.extras.reasoning
+def final_parts(
+    extras: ReplyParts,
+    content: str,
+    usage: llm.Usage | None,
+    usage_estimated: bool,
+    continued: Message | None = None,
+) -> FinalParts:
+    """What a reply saves at its end; a continuation (`continued`: the reply as it was) adds to what it had."""
+    content += extras.finish()  # text held back when the stream ended without a finish reason
+    reasoning = extras.reasoning
     if not reasoning:
         reasoning, content = split_orphan_think(content)
-    usage = generation.usage or llm.Usage()
+    usage = usage or llm.Usage()
     prompt_tokens, completion_tokens = usage.prompt_tokens, usage.completion_tokens
-    estimated = generation.usage_estimated
-    reply = generation.reply
-    tool_calls = generation.extras.tool_calls or None
-    if generation.continuing:
-        prompt_tokens = _add(reply.prompt_tokens, prompt_tokens)
-        completion_tokens = _add(reply.completion_tokens, completion_tokens)
-        estimated = estimated or reply.usage_estimated
-        tool_calls = tool_calls or reply.tool_calls
+    tool_calls = extras.tool_calls or None
+    if continued is not None:
+        prompt_tokens = _add(continued.prompt_tokens, prompt_tokens)
+        completion_tokens = _add(continued.completion_tokens, completion_tokens)
+        usage_estimated = usage_estimated or continued.usage_estimated
+        tool_calls = tool_calls or continued.tool_calls
     return FinalParts(
         content=content,
         reasoning=reasoning,
-        reasoning_ms=generation.extras.reasoning_ms if generation.extras.reasoning else None,
+        reasoning_ms=extras.reasoning_ms if extras.reasoning else None,
         tool_calls=tool_calls,
-        logprobs=generation.extras.logprobs,
+        logprobs=extras.logprobs,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
-        usage_estimated=estimated,
+        usage_estimated=usage_estimated,
     )

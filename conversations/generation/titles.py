@@ -1,6 +1,6 @@
 """Titles named by the model after the first exchange, with the first words as the fallback.
 
-`after_reply()` is called at the end of every generation. For a conversation whose title is
+`after_reply()` is called at the end of every reply. For a conversation whose title is
 still its first words (`title_source` AUTO) and whose reply is complete, it starts a background
 task that asks the conversation's provider and model for a short title (one small, non-streamed
 request), cleans the answer, saves it and pushes it to the open pages of the conversation.
@@ -20,7 +20,7 @@ from channels.layers import get_channel_layer
 from django.template.loader import render_to_string
 
 from conversations import events
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, Provider
 from conversations.providers import client as llm
 
 log = logging.getLogger(__name__)
@@ -41,23 +41,28 @@ PAGE = "conversations/conversation.html"
 _tasks: set[asyncio.Task] = set()
 
 
-def after_reply(generation, status: str) -> None:
+def after_reply(conversation: Conversation, reply_id: int, status: str) -> None:
     """Name the conversation in the background if this was its first complete exchange."""
     try:
-        conversation = generation.conversation
         if status != Message.Status.COMPLETE or conversation.title_source != Conversation.TitleSource.AUTO:
             return
-        task = asyncio.create_task(name_conversation(conversation.pk, generation.message_id))
+        task = asyncio.create_task(name_conversation(conversation.pk, reply_id))
         _tasks.add(task)
         task.add_done_callback(_tasks.discard)
     except Exception:
-        log.exception("Could not start naming conversation %s", getattr(generation.conversation, "pk", None))
+        log.exception("Could not start naming conversation %s", getattr(conversation, "pk", None))
 
 
 async def wait_idle() -> None:
     """Wait for the naming tasks of this process (for tests)."""
     while _tasks:
         await asyncio.gather(*list(_tasks), return_exceptions=True)
+
+
+def cancel_all() -> None:
+    """Give up the naming tasks of this process (for tests that cannot wait any longer)."""
+    for task in list(_tasks):
+        task.cancel()
 
 
 async def name_conversation(conversation_id: int, reply_id: int) -> None:
@@ -95,7 +100,7 @@ async def _name(conversation_id: int, reply_id: int) -> None:
         await _push(conversation)
 
 
-async def _ask(conversation: Conversation, provider, model: str, question: str, answer: str) -> str:
+async def _ask(conversation: Conversation, provider: Provider, model: str, question: str, answer: str) -> str:
     """The model's title, cleaned; empty if the provider fails or answers nothing usable."""
     model = model or provider.default_model
     if not model:
@@ -149,7 +154,9 @@ def clean_title(text: str) -> str:
 async def _push(conversation: Conversation) -> None:
     """Send the new title (header and sidebar) to every page open on the conversation."""
     html = await sync_to_async(_render)(conversation)
-    await get_channel_layer().group_send(conversation.group_name, events.title(html))
+    layer = get_channel_layer()
+    assert layer is not None, "CHANNEL_LAYERS is configured"
+    await layer.group_send(conversation.group_name, events.title(html))
 
 
 def _render(conversation: Conversation) -> str:

@@ -1,4 +1,4 @@
-"""Read a conversation's JSON export (conversations/library.py writes it) back into a new conversation.
+"""Read a conversation's JSON export (library/views.py writes it) back into a new conversation.
 
 Everything in the file is checked before anything is saved: a bad file gets one clear message
 and changes nothing. The new conversation belongs to whoever imports it, uses their default
@@ -98,8 +98,8 @@ def _time(data: dict, name: str) -> datetime | None:
     return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
 
 
-def _message(item, index: int, known: dict) -> tuple[Message, object]:
-    """An unsaved Message from one item of the file, and the file's id of its parent."""
+def _message(item, index: int, known: dict) -> tuple[Message, object, datetime | None]:
+    """An unsaved Message from one item of the file, the file's id of its parent, and when it was written."""
     where = _("Message %(number)d") % {"number": index + 1}
     if not isinstance(item, dict):
         raise ImportFailed(_("%(where)s is not an object.") % {"where": where})
@@ -141,8 +141,37 @@ def _message(item, index: int, known: dict) -> tuple[Message, object]:
         **{name: _text(item, name, limit, where) for name, limit in _TEXT_FIELDS.items()},
         **{name: _count(item, name, where) for name in _COUNT_FIELDS},
     )
-    message.imported_created_at = _time(item, "created_at")
-    return message, parent
+    return message, parent, _time(item, "created_at")
+
+
+def _settings(data: dict, mode: str) -> dict:
+    """The file's request parameters, checked like the settings panel's."""
+    settings = data.get("params") or {}
+    if not isinstance(settings, dict):
+        raise ImportFailed(_("“params” must be an object."))
+    checked = request_params.check_stored(settings, mode)
+    if checked.errors:
+        raise ImportFailed(
+            _("The settings in the file are not valid: %(errors)s.")
+            % {"errors": "; ".join(f"{name}: {error}" for name, error in checked.errors.items())}
+        )
+    return checked.params
+
+
+def _messages(items: list) -> tuple[list[Message], list, list[datetime | None], dict]:
+    """Unsaved messages of the file's items, their parents' ids in the file, when each was written,
+    and the position of each id in the file."""
+    known: dict = {}  # the file's message id -> position
+    messages: list[Message] = []
+    parents: list = []
+    created: list[datetime | None] = []
+    for index, item in enumerate(items):
+        message, parent, created_at = _message(item, index, known)
+        known[item["id"]] = index
+        messages.append(message)
+        parents.append(parent)
+        created.append(created_at)
+    return messages, parents, created, known
 
 
 def import_conversation(user, data: dict) -> Conversation:
@@ -157,24 +186,8 @@ def import_conversation(user, data: dict) -> Conversation:
     mode = data.get("mode") or Conversation.Mode.CHAT
     if mode not in _MODES:
         raise ImportFailed(_("Unknown conversation mode “%(mode)s”.") % {"mode": str(mode)[:20]})
-    settings = data.get("params") or {}
-    if not isinstance(settings, dict):
-        raise ImportFailed(_("“params” must be an object."))
-    checked = request_params.check_stored(settings, mode)
-    if checked.errors:
-        raise ImportFailed(
-            _("The settings in the file are not valid: %(errors)s.")
-            % {"errors": "; ".join(f"{name}: {error}" for name, error in checked.errors.items())}
-        )
-
-    known: dict = {}  # the file's message id -> position
-    messages: list[Message] = []
-    parents: list = []
-    for index, item in enumerate(items):
-        message, parent = _message(item, index, known)
-        known[item["id"]] = index
-        messages.append(message)
-        parents.append(parent)
+    params = _settings(data, mode)
+    messages, parents, created, known = _messages(items)
     active = data.get("active_leaf")
     active_index = known.get(active) if isinstance(active, (int, str)) and not isinstance(active, bool) else None
 
@@ -189,7 +202,7 @@ def import_conversation(user, data: dict) -> Conversation:
             model=_text(data, "model", 200, where) or (provider.default_model if provider else ""),
             mode=mode,
             system_prompt=_text(data, "system_prompt", MAX_TEXT_CHARS, where),
-            params=checked.params,
+            params=params,
             title=title
             or Conversation.title_from(next((m.content for m in messages if m.role == "user"), ""))
             or _("Imported conversation"),
@@ -199,9 +212,9 @@ def import_conversation(user, data: dict) -> Conversation:
             message.conversation = conversation
         # Saved in file order, so ids grow as they did (the newest message is still the newest).
         Message.objects.bulk_create(messages, batch_size=500)
-        for message, parent in zip(messages, parents, strict=True):
+        for message, parent, created_at in zip(messages, parents, created, strict=True):
             message.parent_id = messages[known[parent]].pk if parent is not None else None
-            message.created_at = message.imported_created_at or message.created_at
+            message.created_at = created_at or message.created_at
         Message.objects.bulk_update(messages, ["parent", "created_at"], batch_size=500)
         leaf = messages[active_index] if active_index is not None else messages[-1]
         Conversation.objects.filter(pk=conversation.pk).update(active_leaf=leaf)

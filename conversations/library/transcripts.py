@@ -66,14 +66,14 @@ def tree(messages: list[Message], active_leaf_id: int | None) -> list[Node]:
     """
     if not messages:
         return []
-    by_id = {m.pk: m for m in messages}
+    by_id: dict[int | None, Message] = {m.pk: m for m in messages}
     children: dict[int | None, list[Message]] = defaultdict(list)
     for m in sorted(messages, key=lambda m: m.pk):
         parent = m.parent_id if m.parent_id in by_id else None
         children[parent].append(m)
     leaf = by_id.get(active_leaf_id) or max(messages, key=lambda m: m.pk)
     active = set()
-    node = leaf
+    node: Message | None = leaf
     while node is not None:
         active.add(node.pk)
         node = by_id.get(node.parent_id)

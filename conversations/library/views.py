@@ -1,5 +1,7 @@
-"""A user's conversations as a library: the sidebar (pages, search, archived view), pin, archive,
-export (Markdown, JSON), import, and the older pages of a long conversation.
+"""A user's conversations as a library: the sidebar, pin, archive, export, import and older pages.
+
+The sidebar has pages, search and an archived view; export is Markdown or JSON; a long
+conversation is read upwards, an older page at a time.
 
 Every view starts from the user (access.get_conversation, Conversation.objects.for_user): another
 user's conversation is a 404, whatever the URL.
@@ -95,7 +97,7 @@ def sidebar(request):
     """The conversation list: a page of the main or archived view, or search results (`q`)."""
     mine = Conversation.objects.for_user(request.user)
     query = " ".join(request.GET.get("q", "").split())[:200]
-    context = {"current_code": _uuid(request.GET.get("current"))}
+    context: dict[str, object] = {"current_code": _uuid(request.GET.get("current"))}
     if query:
         context.update(query=query, results=search(mine, query))
         return render(request, "conversations/_sidebar_list.html", context)
@@ -111,9 +113,9 @@ def sidebar(request):
 
 
 class Result:
-    def __init__(self, conversation: Conversation, query: str):
+    def __init__(self, conversation: Conversation, query: str, snippet: str | None):
         self.code, self.title, self.archived = conversation.code, conversation.title, conversation.archived
-        self.before, self.match, self.after = _snippet(conversation.snippet or "", query)
+        self.before, self.match, self.after = _snippet(snippet or "", query)
 
 
 def search(conversations, query: str) -> list[Result]:
@@ -131,7 +133,7 @@ def search(conversations, query: str) -> list[Result]:
         .only("code", "title", "archived", "updated_at")
         .order_by("-updated_at", "-pk")[:SEARCH_LIMIT]
     )
-    return [Result(c, query) for c in found]
+    return [Result(c, query, c.snippet) for c in found]
 
 
 def _snippet(text: str, query: str) -> tuple[str, str, str]:

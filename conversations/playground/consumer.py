@@ -1,55 +1,49 @@
-"""The playground's websocket: Run, Stop and resync, with frames from playground.html.
+"""The playground page's websocket: Run, Stop and resync, with frames from playground.html.
 
-A `ChatConsumer` (same authorization, resume, stop and watchdog) whose actions and frames are the
-playground's (conversations/playground.py has the page and the settings view).
+A `ConversationSocket` (conversations/sockets.py: the same authorization, resume, Stop and
+watchdog as the chat's) whose one command of its own is Run: check the prompt and the completion
+parameters, save them and the run, then open its `CompletionGeneration`, show the run on every
+page of the conversation and start it. Its text is plain (the prompt and its completion), not
+Markdown: deltas and snapshots are spans of escaped text.
+
+Actions (the frame's "action"; none means run): run, stop, sync.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.template.loader import render_to_string
-from django.utils.html import escape
 from django.utils.translation import gettext as _
 
 from conversations import events
 from conversations.accounts import quotas
-from conversations.chat.consumer import ChatConsumer
 from conversations.generation import completion
-from conversations.models import Busy, Conversation, Message
+from conversations.models import Busy, Conversation
 from conversations.playground import runs as run_views
 from conversations.playground.views import PAGE, form_context
 from conversations.providers import params as P
+from conversations.sockets import Action, ConversationSocket, Frame
 
 
-class PlaygroundConsumer(ChatConsumer):
-    """The socket of a playground page: Run, Stop and resync; frames from playground.html."""
+class PlaygroundSocket(ConversationSocket):
+    default_action = "run"
 
-    async def receive(self, text_data=None, bytes_data=None):
-        data = await self._read_frame(text_data)
-        if data is None:
-            return
-        action = data.get("action") or "run"
-        if action == "run":
-            await self._run(data)
-        elif action == "stop":
-            await self.channel_layer.group_send(self.conversation.control_group_name, events.stop())
-        elif action == "sync":
-            await self._send_transcript()
-        else:
-            await self._send_error(_("Unknown action."))
+    # -- actions ----------------------------------------------------------------------------------
 
-    async def _run(self, data: dict):
+    async def run(self, data: Frame) -> None:
         await self.conversation.arefresh_from_db()
         if self.conversation.mode != Conversation.Mode.COMPLETION:
-            await self._send_error(_("This conversation is not a text completion."))
+            await self.send_error(_("This conversation is not a text completion."))
             return
         prompt = data.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
-            await self._send_error(_("Type a prompt first."))
+            await self.send_error(_("Type a prompt first."))
             return
         if len(prompt) > settings.MAX_MESSAGE_CHARS:
-            await self._send_error(
+            await self.send_error(
                 _("Your prompt is %(length)s characters long; the limit is %(limit)s. Nothing was sent.")
                 % {"length": f"{len(prompt):,}", "limit": f"{settings.MAX_MESSAGE_CHARS:,}"}
             )
@@ -59,7 +53,7 @@ class PlaygroundConsumer(ChatConsumer):
             await self._send_feedback(data, result.errors, "error")
             return
         if (refusal := await quotas.acheck_conversation(self.scope["user"], self.conversation)) is not None:
-            await self._send_error(refusal.on_send)
+            await self.send_error(refusal.on_send)
             return
         self.conversation.params = result.params
         await self.conversation.asave(update_fields=["params"])
@@ -67,45 +61,43 @@ class PlaygroundConsumer(ChatConsumer):
         try:
             run, choices = await database_sync_to_async(self.conversation.start_run)(prompt, result.params)
         except Busy:
-            await self._send_error(_("A completion is still running. Wait for it, or stop it, first."))
+            await self.send_error(_("A completion is still running. Wait for it, or stop it, first."))
             return
         opened = await completion.open_completion(self.conversation, run, choices)
-        html = render_to_string(f"{PAGE}#added", {"runs": [run_views.Run(run, choices)]})
+        html: str = render_to_string(f"{PAGE}#added", {"runs": [run_views.Run(run, choices)]})
         if not had_title:
-            html += await database_sync_to_async(self._title_and_sidebar)()
+            html += await self.title_and_sidebar()
         await self.channel_layer.group_send(self.conversation.group_name, events.added(html, [c.pk for c in choices]))
         opened.start()
         await self._send_feedback(data, {}, "saved")
 
-    async def _send_feedback(self, values: dict, errors: dict, status: str):
+    actions: ClassVar[dict[str, Action]] = {
+        "run": run,
+        "stop": ConversationSocket.stop_replies,
+        "sync": ConversationSocket.resync,
+    }
+
+    async def _send_feedback(self, values: Frame, errors: dict[str, str], status: str) -> None:
+        """The form's status line and every error slot (never its inputs: nothing typed is lost)."""
         context = {**form_context(self.conversation, values, errors), "status": status}
         await self.send(text_data=render_to_string(f"{PAGE}#form_feedback", context))
 
-    # -- events from the group ----------------------------------------------------------------------
+    # -- the playground page's frames ------------------------------------------------------------
 
-    async def chat_added(self, event):
-        # Sent before the generation starts: every delta of these choices follows it, from seq 1.
-        for message_id in event["reply_ids"]:
-            self.last_seq[message_id] = 0
-            self._watch(message_id)
-        await self.send(text_data=event["html"] + self._composer(busy=True))
+    def composer(self, busy: bool) -> str:
+        return render_to_string(f"{PAGE}#run_actions", {"busy": busy, "oob": True})
 
-    # Playground text is plain (the prompt and its completion), not Markdown: its own frames.
-    @staticmethod
-    def _delta_frames(event) -> list[str]:
-        return [f'<span id="msg-{event["message_id"]}-text" hx-swap-oob="beforeend">{escape(event["text"])}</span>']
+    def delta_frames(self, event: events.Event) -> list[str]:
+        context = {"message_id": event["message_id"], "text": event["text"], "swap": "beforeend"}
+        return [render_to_string(f"{PAGE}#completion_text", context)]
 
-    @staticmethod
-    def _snapshot_frame(event) -> str:
-        return f'<span id="msg-{event["message_id"]}-text" hx-swap-oob="innerHTML">{escape(event["content"])}</span>'
+    def snapshot_frame(self, event: events.Event) -> str:
+        context = {"message_id": event["message_id"], "text": event["content"], "swap": "innerHTML"}
+        return render_to_string(f"{PAGE}#completion_text", context)
 
-    async def generation_finished(self, event):
-        message_id = event["message_id"]
-        self.syncing.pop(message_id, None)
-        self.last_seq.pop(message_id, None)
-        self.heard.pop(message_id, None)
-        html, busy = await database_sync_to_async(self._finished_html)(message_id)
-        await self.send(text_data=html + self._composer(busy=busy))
+    async def finished_frame(self, event: events.Event, *, followed: bool) -> str:
+        html, busy = await database_sync_to_async(self._finished_html)(event["message_id"])
+        return html + self.composer(busy=busy)
 
     def _finished_html(self, message_id: int) -> tuple[str, bool]:
         """The finished choice, or its whole run once no choice of it streams any more."""
@@ -120,30 +112,7 @@ class PlaygroundConsumer(ChatConsumer):
             return render_to_string(f"{PAGE}#choice", {"run": run, "choice": choice, "oob": True}), busy
         return render_to_string(f"{PAGE}#run", {"run": run, "oob": True}), busy
 
-    # -- helpers -----------------------------------------------------------------------------------
-
-    async def _follow(self, message_id: int):
-        """Follow every streaming choice of the run: one snapshot request answers for all of them."""
-        streaming = [
-            pk
-            async for pk in self.conversation.messages.filter(status=Message.Status.STREAMING).values_list(
-                "pk", flat=True
-            )
-        ]
-        for pk in streaming or [message_id]:
-            self.syncing[pk] = []
-            self._watch(pk)
-        await self.channel_layer.group_send(self.conversation.control_group_name, events.sync(self.channel_name))
-
-    async def _send_transcript(self):
-        await self.conversation.arefresh_from_db()
+    async def transcript(self) -> tuple[str, list[int]]:
         runs = await database_sync_to_async(run_views.runs_of)(self.conversation)
         html = render_to_string(f"{PAGE}#runs", {"runs": runs, "oob": True})
-        streaming = [c.pk for run in runs for c in run.choices if c.is_streaming]
-        await self.send(text_data=html + self._composer(busy=bool(streaming)))
-        if streaming:
-            await self._follow(streaming[0])
-
-    @staticmethod
-    def _composer(busy: bool) -> str:
-        return render_to_string(f"{PAGE}#run_actions", {"busy": busy, "oob": True})
+        return html, [c.pk for run in runs for c in run.choices if c.is_streaming]

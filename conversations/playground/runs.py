@@ -22,8 +22,9 @@ class Piece:
 
 def _starts(text: str, tokens: list) -> list[int] | None:
     """Where each token begins in `text`: its offset, else (offsets unusable) the token strings' lengths."""
-    starts = [token.get("offset") if isinstance(token, dict) else None for token in tokens]
-    if all(isinstance(s, int) for s in starts) and all(
+    offsets = [token.get("offset") if isinstance(token, dict) else None for token in tokens]
+    starts: list[int] = [s for s in offsets if isinstance(s, int)]
+    if len(starts) == len(offsets) and all(
         0 <= a <= b <= len(text) for a, b in zip(starts, starts[1:] + [len(text)], strict=True)
     ):
         return starts
@@ -44,7 +45,7 @@ def pieces(text: str, tokens: list | None) -> list[Piece]:
     token strings when they spell it, else the whole text is shown plain.
     """
     starts = _starts(text, tokens) if tokens else None
-    if starts is None:
+    if starts is None or not tokens:
         return [Piece(text, 0)] if text else []
     result, cursor = [], 0
     for i, token in enumerate(tokens):
@@ -148,6 +149,8 @@ def run_of(conversation: Conversation, message_id: int) -> Run | None:
     if message is None:
         return None
     prompt_id = message.pk if message.role == Message.Role.USER else message.parent_id
+    if prompt_id is None:  # a choice without its prompt: no run (`pk__in=[None]` would match nothing)
+        return None
     found = runs_of(conversation, only=[prompt_id])
     return found[0] if found else None
 

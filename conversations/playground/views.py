@@ -1,9 +1,9 @@
-"""The text-completion playground: its page, its settings and its websocket.
+"""The text-completion playground's page and the saving of its settings (its socket: consumer.py).
 
 A conversation in mode "completion" shows templates/conversations/playground.html instead of the
 chat transcript. The page's form carries the prompt, the suffix and every completion parameter:
-a change saves them (htmx POST, all or nothing, checked by conversations/params.py), and Run
-sends them over the playground's websocket (conversations/playground_consumer.py), which checks
+a change saves them (htmx POST, all or nothing, checked by providers/params.py), and Run
+sends them over the playground's websocket (playground/consumer.py), which checks
 them again, saves the run and starts a `CompletionGeneration`.
 """
 

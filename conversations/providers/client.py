@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from html import unescape
 
@@ -239,7 +239,9 @@ def parse_tool_calls(raw) -> list[ToolCallDelta]:
     for position, item in enumerate(raw if isinstance(raw, list) else []):
         if not isinstance(item, dict):
             continue
-        function = item.get("function") if isinstance(item.get("function"), dict) else {}
+        function = item.get("function")
+        if not isinstance(function, dict):
+            function = {}
         calls.append(
             ToolCallDelta(
                 index=_int(item.get("index"), position),
@@ -394,6 +396,16 @@ def _error_fields(obj) -> tuple[str, str | None]:
 _stream_usage_rejected: set[tuple[int, str]] = set()
 
 
+def reset_for_tests() -> None:
+    """Forget what this process learned: providers that reject stream_options, and its pooled clients.
+
+    For tests: the next request reads the settings as they are now and asks for usage again
+    (the database row, `Provider.supports_stream_usage`, still remembers).
+    """
+    _stream_usage_rejected.clear()
+    _clients.clear()
+
+
 async def _remember_no_stream_usage(provider) -> None:
     _stream_usage_rejected.add((provider.pk, provider.endpoint))
     provider.supports_stream_usage = False
@@ -404,7 +416,7 @@ def _rejects_stream_options(error: ProviderHTTPError) -> bool:
     return error.status in (400, 422) and "stream_options" in error.message
 
 
-async def stream(provider, path: str, payload: dict) -> AsyncIterator[Chunk]:
+async def stream(provider, path: str, payload: dict) -> AsyncGenerator[Chunk, None]:
     """POST a streamed request and yield typed chunks until the provider is done.
 
     Raises a ProviderError subclass for every failure, including a stream that just stops.
@@ -415,7 +427,7 @@ async def stream(provider, path: str, payload: dict) -> AsyncIterator[Chunk]:
                 yield chunk
 
 
-async def stream_batches(provider, path: str, payload: dict) -> AsyncIterator[list[Chunk]]:
+async def stream_batches(provider, path: str, payload: dict) -> AsyncGenerator[list[Chunk], None]:
     """Like stream(), but one list of chunks per network read.
 
     A caller that does some work per read instead of per chunk (publishing, waking a task) does
@@ -484,7 +496,7 @@ def _unreachable_message(provider, exc: Exception) -> str:
     }
 
 
-async def _read_batches(response: httpx.Response, provider) -> AsyncIterator[list[Chunk]]:
+async def _read_batches(response: httpx.Response, provider) -> AsyncGenerator[list[Chunk], None]:
     """The chunks of each network read, as one list (never an empty one)."""
     decoder = SSEDecoder()
     finished = False

@@ -286,12 +286,19 @@ def _fmt(number) -> str:
     return str(int(number)) if float(number).is_integer() else str(number)
 
 
+def _bounds(param: Param) -> tuple[float, float]:
+    """The range of a number parameter (every float and int parameter has one)."""
+    assert param.minimum is not None and param.maximum is not None, f"{param.name} has no range"
+    return param.minimum, param.maximum
+
+
 def _parse_float(param: Param, raw: str) -> float:
+    minimum, maximum = _bounds(param)
     try:
         value = float(raw.strip())
     except ValueError:
         raise Invalid(_("Enter a number, such as %(example)s.") % {"example": param.placeholder or "0.5"}) from None
-    if not math.isfinite(value) or not param.minimum <= value <= param.maximum:
+    if not math.isfinite(value) or not minimum <= value <= maximum:
         raise Invalid(_number_range(param))
     return value
 
@@ -305,12 +312,13 @@ def _parse_int(param: Param, raw: str) -> int:
         example = INT_EXAMPLES.get(param.name, _fmt(param.minimum))
         raise Invalid(_("Enter a whole number, such as %(example)s.") % {"example": example})
     value = int(text)
-    if param.maximum >= MAX_INT:  # no real upper limit, only a sane one
-        if value < param.minimum:
+    minimum, maximum = _bounds(param)
+    if maximum >= MAX_INT:  # no real upper limit, only a sane one
+        if value < minimum:
             raise Invalid(_("Enter a whole number of at least %(min)s.") % {"min": _fmt(param.minimum)})
-        if value > param.maximum:
+        if value > maximum:
             raise Invalid(_("That number is too large."))
-    elif not param.minimum <= value <= param.maximum:
+    elif not minimum <= value <= maximum:
         bounds = {"min": _fmt(param.minimum), "max": _fmt(param.maximum)}
         raise Invalid(_("Enter a whole number from %(min)s to %(max)s.") % bounds)
     return value
@@ -542,6 +550,7 @@ def validate(data: Mapping, mode: str = CHAT) -> Result:
     params: dict = {}
     errors: dict[str, str] = {}
     by_name = {p.name: p for p in params_for(mode)}
+    value: object
     for param in by_name.values():
         try:
             if param.kind == "float":

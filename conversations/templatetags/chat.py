@@ -1,3 +1,5 @@
+"""The `markdown` filter: model output as sanitized HTML in templates."""
+
 from django import template
 
 from conversations.rendering import render_markdown

@@ -1,3 +1,5 @@
+"""The playground's template tag: a completion's tokens shaded by probability, with no whitespace around."""
+
 from django import template
 from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe

@@ -1,3 +1,5 @@
+"""The settings panel and preset picker as inclusion tags, for any page that shows them."""
+
 from django import template
 
 from conversations.chat.settings_panel import TEMPLATE, panel_context

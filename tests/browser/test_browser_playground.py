@@ -1,8 +1,5 @@
 """The text-completion playground in a real Chromium, against a real Daphne and the fake provider."""
 
-# The fixtures imported from .live_server and .test_browser_chat are (re)bound as test parameters.
-# ruff: noqa: F811
-
 import re
 import time
 from pathlib import Path
@@ -10,8 +7,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from .live_server import ARTIFACTS, browser_page, live_daphne  # noqa: F401
-from .test_browser_chat import assert_no_browser_errors, assert_socket_never_dropped, page, sign_up, wait_for_socket  # noqa: F401
+from .conftest import assert_no_browser_errors, assert_socket_never_dropped, sign_up, wait_for_socket
+from .live_server import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 

@@ -2,11 +2,7 @@
 that asks for Chinese before anyone signs in. Screenshots go to tests/artifacts/.
 """
 
-# The fixtures imported from .live_server and .test_browser_chat are (re)bound as test parameters.
-# ruff: noqa: F811
-
 import time
-from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -14,22 +10,19 @@ from playwright.sync_api import Page, expect
 
 from conversations.models import Profile
 
-from .live_server import browser_page, live_daphne  # noqa: F401
-from .test_browser_chat import (  # noqa: F401
+from .conftest import (
     CONVERSATION_URL,
     PASSWORD,
     SAMPLE,
     assert_no_browser_errors,
     assert_socket_never_dropped,
-    page,
+    orm,
     send,
     wait_for_socket,
 )
-from .test_browser_resume import orm
+from .conftest import SCREENSHOTS as ARTIFACTS
 
 pytestmark = pytest.mark.browser
-
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
 def shoot(page: Page, name: str):

@@ -1,6 +1,6 @@
 """A real Daphne process on the test database, and a headless Chromium to drive it.
 
-Import the fixtures into a test module (`from .live_server import live_daphne, browser_page`).
+tests/browser/conftest.py imports the fixtures, so every browser test can ask for them.
 Both are synchronous on purpose: Playwright's sync API refuses to run inside an asyncio loop.
 
 `live_daphne` is function-scoped and built on `transactional_db`: the server process commits
@@ -71,7 +71,7 @@ class LiveServer:
         if self.process.poll() is None:
             raise RuntimeError("The server is still running; stop() it first")
         self.process = _spawn(self.port, {**self.env, **env}, self.log_path, append=True)
-        _wait_until_up(self)
+        wait_until_up(self)
 
     def restart(self, **env: str):
         self.stop()
@@ -118,7 +118,7 @@ def _spawn(port: int, env: dict[str, str], log_path: Path, *, append: bool = Fal
         log_file.close()
 
 
-def _wait_until_up(server: LiveServer):
+def wait_until_up(server: LiveServer):
     deadline = time.monotonic() + STARTUP_TIMEOUT
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -169,7 +169,7 @@ def live_daphne(request, transactional_db, fake):
     process = _spawn(port, env, log_path)
     server = LiveServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path, port=port, env=env)
     try:
-        _wait_until_up(server)
+        wait_until_up(server)
         yield server
     finally:
         server.stop()  # whichever process is current, after any restart

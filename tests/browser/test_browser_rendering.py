@@ -4,18 +4,15 @@ Against a real Daphne process and the fake provider streaming in small pieces. E
 synchronous: Playwright's sync API cannot run inside an asyncio loop.
 """
 
-# The fixtures imported from .live_server and .test_browser_chat are (re)bound as test parameters.
-# ruff: noqa: F811
-
 import re
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from .fake_provider import Stream, text_stream
-from .live_server import ARTIFACTS, browser_page, live_daphne  # noqa: F401
-from .test_browser_chat import assert_no_browser_errors, page, send, sign_up, wait_for_socket  # noqa: F401
+from ..fake_provider import Stream, text_stream
+from .conftest import assert_no_browser_errors, send, sign_up, wait_for_socket
+from .live_server import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 

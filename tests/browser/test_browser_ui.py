@@ -4,33 +4,17 @@ shortcuts, copy, following the stream, reading replies out, labels and focus.
 Screenshots at 375 px and 1280 px, light and dark, go to tests/artifacts/.
 """
 
-# The fixtures imported from .live_server and .test_browser_chat are (re)bound as test parameters.
-# ruff: noqa: F811
-
-from pathlib import Path
-
 import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 
 from conversations.models import Conversation, Provider
 
-from .fake_provider import Stream, text_stream
-from .live_server import browser_page, live_daphne  # noqa: F401
-from .test_browser_chat import (  # noqa: F401
-    CONVERSATION_URL,
-    assert_no_browser_errors,
-    expect_composer_ready,
-    page,
-    send,
-    sign_up,
-    wait_for_socket,
-)
-from .test_browser_resume import orm
+from ..fake_provider import Stream, text_stream
+from .conftest import CONVERSATION_URL, assert_no_browser_errors, orm, send, sign_up, wait_for_socket
+from .conftest import SCREENSHOTS as ARTIFACTS
 
 pytestmark = pytest.mark.browser
-
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 REPLY = """Here is a plan for **three days in Kyoto** in autumn:
 

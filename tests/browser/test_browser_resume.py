@@ -5,30 +5,16 @@ database and the fake provider. Everything here is synchronous: Playwright's syn
 run inside an asyncio loop.
 """
 
-# The fixtures imported from .live_server and .test_browser_chat are (re)bound as test parameters.
-# ruff: noqa: F811
-
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connections
 from playwright.sync_api import Page, expect
 
 from conversations.models import INTERRUPTED_ERROR, Conversation, Message
 
-from .fake_provider import Hang, Stream, text_stream
-from .live_server import browser_page, live_daphne  # noqa: F401
-from .test_browser_chat import (  # noqa: F401
-    assert_no_browser_errors,
-    expect_composer_ready,
-    page,
-    send,
-    sign_up,
-    text_of,
-    wait_for_socket,
-)
+from ..fake_provider import Hang, Stream, text_stream
+from .conftest import assert_no_browser_errors, expect_composer_ready, orm, send, sign_up, text_of, wait_for_socket
 
 pytestmark = pytest.mark.browser
 
@@ -57,26 +43,9 @@ VERSIONS = {n: re.compile(rf"^\s*‹\s*{n}\s*›\s*$") for n in ("1/2", "2/2")}
 
 @pytest.fixture
 def chat(page):
-    """The page of test_browser_chat (socket probe, errors recorded) that also records streamed text."""
+    """The `page` of conftest.py (socket probe, errors recorded) that also records streamed text."""
     page.add_init_script(STREAM_PROBE)
     return page
-
-
-def orm(fn, *args):
-    """Run database code in a thread of its own.
-
-    Playwright's sync API keeps an asyncio loop running in the test's thread, where Django
-    refuses synchronous queries.
-    """
-
-    def call():
-        try:
-            return fn(*args)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(call).result()
 
 
 def saved_reply(pk: int) -> Message:

@@ -4,9 +4,6 @@ titles named by the model, and a long conversation read upwards page by page.
 (Delete with its confirmation is test_browser_chat.py::test_c_rename_then_delete_a_conversation.)
 """
 
-# The fixtures imported from .live_server and .test_browser_chat are (re)bound as test parameters.
-# ruff: noqa: F811
-
 import json
 import re
 
@@ -17,17 +14,8 @@ from playwright.sync_api import Page, expect
 from conversations.library import views as library
 from conversations.models import Conversation, Message, Provider
 
-from .live_server import browser_page, live_daphne  # noqa: F401
-from .test_browser_chat import (  # noqa: F401
-    CONVERSATION_URL,
-    assert_no_browser_errors,
-    page,
-    send,
-    sign_up,
-    wait_for_socket,
-)
-from .test_browser_resume import orm
-from .test_browser_ui import ARTIFACTS
+from .conftest import CONVERSATION_URL, assert_no_browser_errors, orm, send, sign_up, wait_for_socket
+from .conftest import SCREENSHOTS as ARTIFACTS
 
 pytestmark = pytest.mark.browser
 

@@ -3,24 +3,12 @@
 Synchronous on purpose: Playwright's sync API cannot run inside an asyncio loop.
 """
 
-# The fixtures imported from .live_server and .test_browser_chat are (re)bound as test parameters.
-# ruff: noqa: F811
-
 import pytest
 from playwright.sync_api import Page, expect
 
 from conversations.models import Conversation
 
-from .live_server import browser_page, live_daphne  # noqa: F401
-from .test_browser_chat import (  # noqa: F401
-    assert_no_browser_errors,
-    expect_composer_ready,
-    page,
-    send,
-    sign_up,
-    wait_for_socket,
-)
-from .test_browser_resume import orm
+from .conftest import assert_no_browser_errors, expect_composer_ready, orm, send, sign_up, wait_for_socket
 
 pytestmark = pytest.mark.browser
 

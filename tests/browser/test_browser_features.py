@@ -3,26 +3,22 @@
 Synchronous on purpose: Playwright's sync API cannot run inside an asyncio loop.
 """
 
-# The fixtures imported from .live_server and .test_browser_chat are (re)bound as test parameters.
-# ruff: noqa: F811
-
 import pytest
 from playwright.sync_api import Page, expect
 
 from conversations.models import Conversation
 
-from .fake_provider import Stream, chat_logprobs, choices_stream, chunk, sse, tool_call_delta
-from .live_server import ARTIFACTS, browser_page, live_daphne  # noqa: F401
-from .test_browser_chat import (  # noqa: F401
+from ..fake_provider import Stream, chat_logprobs, choices_stream, chunk, sse, tool_call_delta
+from .conftest import (
     assert_no_browser_errors,
     assert_socket_never_dropped,
     expect_composer_ready,
-    page,
+    orm,
     send,
     sign_up,
     wait_for_socket,
 )
-from .test_browser_resume import orm
+from .live_server import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
