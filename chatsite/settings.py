@@ -100,6 +100,21 @@ DATABASES = {
         conn_max_age=0,
     )
 }
+if DATABASES["default"]["ENGINE"].startswith("django.db.backends.postgresql") and envbool("DATABASE_POOL", "True"):
+    # psycopg's connection pool, one per process. Without it every request (and every database call
+    # of a websocket, which Channels wraps in close_old_connections) opens a new PostgreSQL connection
+    # (persistent connections, CONN_MAX_AGE > 0, are unsafe under ASGI). A Daphne process holds one
+    # connection for its websockets and generations (their database work runs on one thread) plus one
+    # per HTTP request in flight; past DATABASE_POOL_MAX a request waits for a free one. Size it so
+    # that processes x DATABASE_POOL_MAX stays under PostgreSQL's max_connections (100 by default).
+    pool_min = envint("DATABASE_POOL_MIN", 2)
+    pool_max = envint("DATABASE_POOL_MAX", 10)
+    if not 0 <= pool_min <= pool_max or pool_max < 1:
+        raise ImproperlyConfigured(
+            f"DATABASE_POOL_MIN ({pool_min}) and DATABASE_POOL_MAX ({pool_max}) need 0 <= MIN <= MAX and MAX >= 1"
+        )
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django refuses a pool with persistent connections
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {"min_size": pool_min, "max_size": pool_max}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Many writers at once (one per streaming reply): WAL lets readers run beside the
     # writer, IMMEDIATE takes the write lock up front so transactions queue on the busy
@@ -116,19 +131,38 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Messages one channel (a page's socket, a generation's control channel) may hold before the layer
+# drops one: deltas are coalesced, so a page that keeps up never holds more than a few.
+CHANNEL_CAPACITY = envint("CHANNEL_CAPACITY", 5000)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            # redis-py 8 gives every connection a 5 s socket timeout by default, which aborts the
-            # layer's blocking receive (BZPOPMIN) on any quiet channel; a receive must wait as long
-            # as it needs to.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}], "capacity": 1000, "expiry": 60},
+            # Redis pub/sub: a group message is one PUBLISH whatever the group's size, and each process
+            # fans it out to its own sockets, so there is no shared per-process list to fill up (the
+            # list-based layer capped every socket of a process together and dropped deltas silently).
+            # A message published while Redis is down is lost: pages find out from the sequence
+            # numbers and the final frame, and the database stays the truth.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        # redis-py caps a pool at 100 connections unless told otherwise.
+                        "max_connections": envint("REDIS_MAX_CONNECTIONS", 1000),
+                        "socket_connect_timeout": 2,
+                        "socket_keepalive": True,
+                        "health_check_interval": 10,
+                        "retry_on_timeout": True,
+                    }
+                ],
+            },
         }
     }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "chatsite.layers.ProcessChannelLayer", "CONFIG": {"capacity": CHANNEL_CAPACITY}}
+    }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 AUTH_PASSWORD_VALIDATORS = [

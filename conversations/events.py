@@ -31,6 +31,7 @@ SNAPSHOT = "generation.snapshot"  # where a streaming reply stands, for a page t
 # -- to a conversation's control group (generations) -----------------------------------------------
 STOP = "generation.stop"  # stop every reply streaming in the conversation
 SYNC = "generation.sync"  # a page asks every streaming reply for a snapshot
+PROBE = "generation.probe"  # a feed checks that its channel hears the group (pub/sub subscribes late)
 # -- to a generation's own control channel ---------------------------------------------------------
 END = "generation.end"  # the generation is over: its command listener ends
 
@@ -69,9 +70,10 @@ def extras(message_id: int, reasoning: str, thinking: bool, tool_calls: list[dic
     }
 
 
-def finished(message_id: int, status: str = "", text_shown: bool = False) -> Event:
-    """`text_shown`: a page that followed every delta already shows the final text (it keeps its copy)."""
-    return {"type": FINISHED, "message_id": message_id, "status": status, "text_shown": text_shown}
+def finished(message_id: int, status: str = "", text_shown: bool = False, seq: int | None = None) -> Event:
+    """A reply ended. `text_shown`: a page that got every delta up to `seq` (the last one) already
+    shows the final text and keeps its copy; any other page is sent the text again."""
+    return {"type": FINISHED, "message_id": message_id, "status": status, "text_shown": text_shown, "seq": seq}
 
 
 def choices_note(parent_id: int | None, count: int, own_request: bool) -> Event:
@@ -92,6 +94,10 @@ def stop() -> Event:
 
 def sync(reply_to: str) -> Event:
     return {"type": SYNC, "reply_to": reply_to}
+
+
+def probe(token: str) -> Event:
+    return {"type": PROBE, "token": token}
 
 
 def end() -> Event:

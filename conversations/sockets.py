@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from abc import ABCMeta, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -37,8 +38,12 @@ from conversations.models import Conversation, Message
 
 # The chat page's header, sidebar and notices: the playground page includes the same partials.
 CHAT_PAGE = "conversations/conversation.html"
-# How often a page waiting for a snapshot checks whether the generation's process died.
+# A streaming reply quiet this long makes the page look in the database (did it end? did its process die?).
 SYNC_CHECK_SECONDS = 3.0
+# A snapshot asked for and not come after this long is asked for again (a message lost on the layer).
+SNAPSHOT_RETRY_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
 
 Frame = dict[str, Any]  # a JSON object the browser sent
 Action = Callable[[Any, Frame], Awaitable[None]]  # an action of a socket: (the socket, its frame)
@@ -61,6 +66,7 @@ class ConversationSocket(AsyncWebsocketConsumer, metaclass=ABCMeta):
         self.syncing: dict[int, list[events.Event]] = {}  # message id -> deltas held until its snapshot
         self.heard: dict[int, float] = {}  # streaming message id -> when this page last heard of it
         self.last_seq: dict[int, int] = {}  # message id -> the last delta this page was given
+        self.asked: dict[int, float] = {}  # message id -> when this page last asked for its snapshot
         self.watchdogs: set[asyncio.Task[None]] = set()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -149,14 +155,32 @@ class ConversationSocket(AsyncWebsocketConsumer, metaclass=ABCMeta):
         await self.send(text_data=event["html"])
 
     async def generation_delta(self, event: events.Event) -> None:
-        message_id = event["message_id"]
+        message_id, seq = event["message_id"], event["seq"]
         self.heard[message_id] = time.monotonic()
         if message_id in self.syncing:
             self.syncing[message_id].append(event)
             return
-        if event["seq"] <= self.last_seq.get(message_id, 0):
+        last = self.last_seq.get(message_id)
+        if last is None:
+            # A reply this page was never told of (the layer lost its `added`): redraw from the database.
+            log.info("Page of %s missed the start of reply %s: redrawing", self.group, message_id)
+            await self.send_transcript()
+            return
+        if seq <= last:
             return  # already part of the snapshot this page was given
-        self.last_seq[message_id] = event["seq"]
+        if seq > last + 1:
+            # The layer lost a delta: hold this one and ask where the reply stands (no hole on the page).
+            log.info(
+                "Page of %s missed deltas %d-%d of reply %s: asking for a snapshot",
+                self.group,
+                last + 1,
+                seq - 1,
+                message_id,
+            )
+            self.syncing[message_id] = [event]
+            await self.ask_snapshot()
+            return
+        self.last_seq[message_id] = seq
         for frame in self.delta_frames(event):
             await self.send(text_data=frame)
 
@@ -166,9 +190,11 @@ class ConversationSocket(AsyncWebsocketConsumer, metaclass=ABCMeta):
         if message_id not in self.syncing:
             return
         held = self.syncing.pop(message_id)
+        self.asked.pop(message_id, None)
+        has_all = self.last_seq.get(message_id) == event["seq"]  # a check found nothing missing
         self.last_seq[message_id] = event["seq"]
         # The reply's text as a page has it after every delta so far, then the deltas after it.
-        frames = [self.snapshot_frame(event)]
+        frames = [] if has_all else [self.snapshot_frame(event)]
         for delta in held:
             if delta["seq"] > event["seq"]:
                 self.last_seq[message_id] = delta["seq"]
@@ -178,10 +204,16 @@ class ConversationSocket(AsyncWebsocketConsumer, metaclass=ABCMeta):
 
     async def generation_finished(self, event: events.Event) -> None:
         message_id = event["message_id"]
-        followed = message_id in self.last_seq and message_id not in self.syncing  # it saw every delta
+        # It saw every delta, up to the last one: it may keep its copy of the text; else it gets it again.
+        followed = (
+            message_id not in self.syncing
+            and event.get("seq") is not None
+            and self.last_seq.get(message_id) == event["seq"]
+        )
         self.syncing.pop(message_id, None)
         self.last_seq.pop(message_id, None)
         self.heard.pop(message_id, None)
+        self.asked.pop(message_id, None)
         await self.send(text_data=await self.finished_frame(event, followed=followed))
 
     # -- what the page shows (the subclass's templates) -----------------------------------------
@@ -226,7 +258,17 @@ class ConversationSocket(AsyncWebsocketConsumer, metaclass=ABCMeta):
         for message_id in message_ids:
             self.syncing[message_id] = []
             self.watch(message_id)
-        await self.channel_layer.group_send(self.conversation.control_group_name, events.sync(self.channel_name))
+        await self.ask_snapshot()
+
+    async def ask_snapshot(self) -> None:
+        """Ask every generation of the conversation where its replies stand (answered to this channel)."""
+        now = time.monotonic()
+        for message_id in self.syncing:
+            self.asked[message_id] = now
+        try:
+            await self.channel_layer.group_send(self.conversation.control_group_name, events.sync(self.channel_name))
+        except Exception as exc:  # the layer is down: the watchdog asks again
+            log.warning("Could not ask for a snapshot in %s: %r", self.group, exc)
 
     def watch(self, message_id: int) -> None:
         """Start the watchdog of a streaming reply this page shows (once)."""
@@ -238,20 +280,46 @@ class ConversationSocket(AsyncWebsocketConsumer, metaclass=ABCMeta):
         task.add_done_callback(self.watchdogs.discard)
 
     async def _watchdog(self, message_id: int) -> None:
-        """While a shown reply streams: if it goes quiet, ask the database whether its process died.
+        """While a shown reply streams: repair what the channel layer may have lost.
 
-        A reply whose heartbeat is stale (its process was killed) is marked interrupted and shown
-        so. While deltas keep coming, this costs nothing.
+        A snapshot asked for and not come is asked for again. A reply quiet for SYNC_CHECK_SECONDS
+        is looked up in the database: if it ended (whoever ended it, in whatever process), the page
+        gets its final state; if its heartbeat is stale (its process died), it is marked
+        interrupted and every page is told; if it is alive but quiet, a snapshot makes sure no delta
+        was lost. Errors (the database or the layer briefly down) never end the watchdog.
         """
         while message_id in self.heard:
-            await asyncio.sleep(SYNC_CHECK_SECONDS)
+            await asyncio.sleep(SNAPSHOT_RETRY_SECONDS)
             heard = self.heard.get(message_id)
             if heard is None:
                 return
-            if time.monotonic() - heard < SYNC_CHECK_SECONDS:
-                continue
-            if await self.conversation.messages.filter(pk=message_id).stale().amark_interrupted():
-                await self.generation_finished(events.finished(message_id))
+            now = time.monotonic()
+            try:
+                if message_id in self.syncing and now - self.asked.get(message_id, 0.0) >= SNAPSHOT_RETRY_SECONDS:
+                    await self.ask_snapshot()
+                if now - heard >= SYNC_CHECK_SECONDS:
+                    self.heard[message_id] = now  # the next look in SYNC_CHECK_SECONDS
+                    await self._look_up(message_id)
+            except Exception:
+                log.exception("Watchdog of reply %s in %s failed; it goes on", message_id, self.group)
+
+    async def _look_up(self, message_id: int) -> None:
+        """The database says whether a quiet reply ended or died; else ask for a snapshot."""
+        rows = self.conversation.messages.filter(pk=message_id)
+        status = await rows.values_list("status", flat=True).afirst()
+        if status is None or status != Message.Status.STREAMING:
+            await self.generation_finished(events.finished(message_id, status or ""))
+            return
+        if await rows.stale().amark_interrupted():
+            finished = events.finished(message_id, Message.Status.INTERRUPTED)
+            try:
+                await self.channel_layer.group_send(self.conversation.group_name, finished)  # every page
+            except Exception:
+                await self.generation_finished(finished)  # this page at least; the others look themselves
+            return
+        if message_id not in self.syncing:
+            self.syncing[message_id] = []
+            await self.ask_snapshot()
 
     async def title_and_sidebar(self) -> str:
         """The conversation's new title in the header and the sidebar (after its first message named it)."""

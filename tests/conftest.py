@@ -188,3 +188,12 @@ async def settle(socket, quiet: float = 0.3):
     """Take in frames until none has come for `quiet` seconds (the last replies' final renders)."""
     while not await socket.communicator.receive_nothing(timeout=quiet):
         socket.frames.append(await socket.communicator.receive_from())
+
+
+@pytest.fixture
+def owner(transactional_db, alice, provider):
+    """Alice's session key and a conversation of hers, committed (for live Daphne processes)."""
+    client = Client()
+    client.force_login(alice)
+    conversation = Conversation.objects.create(owner=alice, provider=provider, model="fake-model")
+    return client.session.session_key, conversation

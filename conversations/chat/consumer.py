@@ -229,6 +229,8 @@ class ChatSocket(ConversationSocket):
         message_id = event["message_id"]
         # A page that followed every delta already shows the finished text: it keeps its copy.
         shown = event.get("text_shown") and followed
+        # The branch shown may have changed since this page connected (another tab sent a message).
+        await self.conversation.arefresh_from_db(fields=["active_leaf"])
         # None: not shown. One of n choices shown side by side counts as shown.
         message = await database_sync_to_async(self.conversation.shown_or_open_choice)(message_id)
         html = frames.message(message, preserve_text=message_id if shown else None) if message else ""

@@ -317,15 +317,12 @@ class CompletionFeed:
         self._take_chunk(llm.parse_chunk(answer), targets)
 
     async def _stream(self, provider: Provider, payload: dict[str, Any], targets: dict[int, Choice]) -> None:
-        pace = pacer.current()
+        # Read as fast as the provider sends: each reply's flusher coalesces its deltas (reply.py).
         batches = llm.stream_batches(provider, PATH, payload)
         async with contextlib.aclosing(batches):
             async for batch in batches:
-                text = False
                 for chunk in batch:
-                    text = self._take_chunk(chunk, targets) or text
-                if text and not all(choice.reply.finish_reason for choice in targets.values()):
-                    await asyncio.sleep(pace.window)  # coalesce, as feeds.read_stream does
+                    self._take_chunk(chunk, targets)
 
     def _take_chunk(self, chunk: llm.Chunk, targets: dict[int, Choice]) -> bool:
         """Hand each choice its text; True if any choice got some."""

@@ -82,11 +82,11 @@ async def open_chat(conversation: Conversation, replies: list[Message], *, conti
 async def read_stream(provider: Provider, payload: dict[str, Any], routes: Mapping[int, Reply]) -> llm.Usage | None:
     """Stream one request, handing each choice's deltas to the reply `routes` has for its index.
 
-    Returns the request's usage, if the provider sent it. After a read that brought anything,
-    the reader waits one coalescing window, so what arrives meanwhile waits in the socket to be
-    read, parsed and published together: one read and one delta per window, not per chunk.
+    Returns the request's usage, if the provider sent it. It reads as fast as the provider sends
+    (a reader that paused after each read took one HTTP chunk per pause from a provider speaking
+    chunked HTTP, as real ones do, and fell seconds behind under load); each reply's flusher
+    coalesces what arrives within the pacer's window into one delta (reply.py).
     """
-    pace = pacer.current()
     usage = None
     batches = llm.stream_batches(provider, "/chat/completions", payload)
     # aclosing: a stop that lands while the reader waits still closes the upstream request.
@@ -102,9 +102,6 @@ async def read_stream(provider: Provider, payload: dict[str, Any], routes: Mappi
                         changed[reply.message_id] = reply
             for reply in changed.values():
                 await reply.send_extras(force=bool(reply.finish_reason))
-            # After the finish reasons only usage and [DONE] are left: no need to wait.
-            if changed and not all(r.finish_reason for r in changed.values()):
-                await asyncio.sleep(pace.window)
     return usage
 
 

@@ -9,6 +9,11 @@ meanwhile is read, parsed and published together. Checkpoints of all the replies
 process are written together, in one database round trip, by a task of the pacer, so a slow
 database never holds up the text.
 
+Liveness is proven by a thread (`Heartbeat`), not by the event loop: every HEARTBEAT_SECONDS it
+writes `heartbeat_at` for the replies of every loop whose pacer ticked lately. A loop that is only
+late (overloaded) still ticks, so its replies are never taken for dead by a page's watchdog; a
+process that died writes nothing, and its replies go stale.
+
 The pacer knows a reply only through `Streaming`: its id, whether its final save is on the way,
 how far it has come, when its first token came, and what a checkpoint of it saves.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -24,7 +30,7 @@ from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Field
 from django.utils import timezone
 
@@ -41,8 +47,10 @@ TICK_SECONDS = 0.05
 # A tick later than this widens the window by half; one on time within LAG_LOW narrows it.
 LAG_HIGH_SECONDS = 0.02
 LAG_LOW_SECONDS = 0.005
-# Without new text, the heartbeat still proves the process alive this often.
+# The heartbeat proves the process alive this often (and a checkpoint is written at least this often).
 HEARTBEAT_SECONDS = 2.0
+# A loop whose pacer has not ticked for this long is stuck: its replies get no heartbeat any more.
+LOOP_STALL_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,9 @@ class Pacer:
 
     def __init__(self) -> None:
         self.window = COALESCE_SECONDS
+        # Read by the heartbeat thread: replaced whole, never changed in place.
+        self.beating: frozenset[int] = frozenset()
+        self.ticked_at = time.monotonic()
         self._replies: dict[Streaming, _Saved] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -104,6 +115,9 @@ class Pacer:
     def add(self, reply: Streaming) -> None:
         """Heartbeats, then checkpoints, for this reply until it is removed."""
         self._replies[reply] = _Saved(reply.progress, time.monotonic())
+        self.beating = self.beating | {reply.message_id}
+        self.ticked_at = time.monotonic()
+        heartbeat.watch(self)
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.create_task(self._tick(), name="generation-pacer")
 
@@ -111,6 +125,7 @@ class Pacer:
         """Forget a reply (before its final save: a checkpoint never follows it)."""
         self._replies.pop(reply, None)
         self._pending.pop(reply.message_id, None)
+        self.beating = self.beating - {reply.message_id}
         if not self._replies and self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
@@ -121,6 +136,7 @@ class Pacer:
             due = time.monotonic() + TICK_SECONDS
             await asyncio.sleep(TICK_SECONDS)
             now = time.monotonic()
+            self.ticked_at = now
             lag = now - due
             if lag > LAG_HIGH_SECONDS:
                 self.window = min(MAX_COALESCE_SECONDS, self.window * 1.5)
@@ -148,6 +164,47 @@ class Pacer:
                 await sync_to_async(_write_checkpoints)(batch)
             except Exception:
                 log.exception("Could not checkpoint %d streaming replies", len(batch))
+
+
+class Heartbeat:
+    """A thread that writes `heartbeat_at` for the streaming replies of every live loop of the process."""
+
+    def __init__(self) -> None:
+        self._pacers: weakref.WeakSet[Pacer] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, pacer: Pacer) -> None:
+        with self._lock:
+            self._pacers.add(pacer)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="generation-heartbeat", daemon=True)
+                self._thread.start()
+
+    def due(self) -> list[int]:
+        """The replies to prove alive now: those of the loops that ticked within LOOP_STALL_SECONDS."""
+        now = time.monotonic()
+        with self._lock:
+            pacers = list(self._pacers)
+        return [pk for pacer in pacers if now - pacer.ticked_at < LOOP_STALL_SECONDS for pk in pacer.beating]
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_SECONDS)
+            ids = self.due()
+            try:
+                if ids:
+                    Message.objects.filter(pk__in=ids, status=Message.Status.STREAMING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                else:
+                    connections.close_all()  # nothing streams: hold no connection
+            except Exception as exc:  # the database is down for a while: beat again next time
+                log.warning("Could not write the heartbeat of %d streaming replies: %r", len(ids), exc)
+                connections.close_all()
+
+
+heartbeat = Heartbeat()
 
 
 def _field(name: str) -> Field[Any, Any]:

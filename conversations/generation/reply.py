@@ -20,13 +20,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
 from conversations import events, rendering
 from conversations.accounts.usage import arecord_reply
-from conversations.generation import titles
+from conversations.generation import pacer, titles
 from conversations.generation.control import channel_layer
 from conversations.generation.pacer import Checkpoint
 from conversations.generation.parts import ReplyParts, final_parts
@@ -37,6 +39,31 @@ log = logging.getLogger(__name__)
 
 # Reasoning and tool calls being written are re-sent whole to viewers at most this often.
 EXTRAS_SECONDS = 0.25
+# The final save is tried again, with growing pauses, this long while the database is down: the
+# text is in memory until then, and the row says "streaming" (its heartbeat keeps it so).
+FINAL_SAVE_SECONDS = 180.0
+# The end is announced to the pages again, with growing pauses, this long while the channel layer
+# is down (a page that never hears it finds the end in the database: its watchdog looks).
+ANNOUNCE_SECONDS = 30.0
+
+
+async def retrying(what: str, attempt: Any, *, seconds: float, retry_on: tuple[type[BaseException], ...]) -> Any:
+    """Await `attempt()` until it works, pausing 0.25 s, 0.5 s, ... (at most 5 s) between tries, for `seconds`.
+
+    The last failure is raised when the time is up.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    pause = 0.25
+    while True:
+        try:
+            return await attempt()
+        except retry_on as exc:
+            if loop.time() + pause > deadline:
+                raise
+            log.warning("%s failed (%r); trying again in %.2f s", what, exc, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 class Display(Protocol):
@@ -147,6 +174,8 @@ class Reply:
         self._parts: list[str] = []  # received since the last delta
         self._new_text = asyncio.Event()
         self._closing = False  # no more text: the flusher sends what is left and ends
+        self._closed = asyncio.Event()
+        self.publish_failures = 0  # events the channel layer refused (pages repair from the seq numbers)
         self._flusher: asyncio.Task[None] | None = None
         self._extras_sent = (0, 0.0)  # (extras.version, time.monotonic()) of the last live update
         self._usage_recorded = False
@@ -190,9 +219,19 @@ class Reply:
 
     # -- publishing -------------------------------------------------------------------------------
 
-    async def publish(self, event: events.Event) -> None:
-        """To every page open on the conversation."""
-        await self.layer.group_send(self.group, event)
+    async def publish(self, event: events.Event) -> bool:
+        """To every page open on the conversation; False if the channel layer failed.
+
+        A failed delta is not sent again: its seq number was used, so a page that missed it sees a
+        gap at the next one (or at the end) and repairs its copy from a snapshot or the database.
+        """
+        try:
+            await self.layer.group_send(self.group, event)
+        except Exception as exc:
+            self.publish_failures += 1
+            log.warning("Could not publish %s of reply %s: %r", event.get("type"), self.message_id, exc)
+            return False
+        return True
 
     def start(self) -> None:
         """Text may come: publish it as it does."""
@@ -202,6 +241,7 @@ class Reply:
     def close(self) -> None:
         """No more text comes: the flusher sends what is left (every block finished) and ends."""
         self._closing = True
+        self._closed.set()
         self._new_text.set()
 
     async def drained(self) -> None:
@@ -217,6 +257,9 @@ class Reply:
         while not self._closing:
             await self._new_text.wait()
             self._new_text.clear()
+            # Coalesce: whatever else arrives within the pacer's window goes out in the same delta.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), pacer.current_window())
             while not self._closing and (delay := self._display.delay(sum(map(len, self._parts)))) > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._new_text.wait(), delay)
@@ -274,29 +317,42 @@ class Reply:
     # -- the end --------------------------------------------------------------------------------------
 
     async def finish(self, status: str, error: str = "") -> None:
-        """The final save, the usage record (once, even if the end is written twice), `generation.finished`."""
+        """The final save, the usage record (once, even if the end is written twice), `generation.finished`.
+
+        The save is tried again while the database is briefly down (FINAL_SAVE_SECONDS), and the
+        announcement while the channel layer is (ANNOUNCE_SECONDS): a reply whose text arrived is
+        never lost, nor turned into an error, by a blip.
+        """
         parts = final_parts(
             self.extras, self.content, self.usage, self.usage_estimated, self.message if self.continuing else None
         )
-        await Message.objects.filter(pk=self.message_id).aupdate(
-            content=parts.content,
-            reasoning=parts.reasoning,
-            reasoning_ms=parts.reasoning_ms,
-            tool_calls=parts.tool_calls,
-            logprobs=parts.logprobs,
-            json_mode=self.json_mode,
-            own_request=self.own_request,
-            status=status,
-            error=error,
-            finish_reason=self.finish_reason or "",
-            model=self.model or "",
-            prompt_tokens=parts.prompt_tokens,
-            completion_tokens=parts.completion_tokens,
-            usage_estimated=parts.usage_estimated,
-            ttft_ms=self.ttft_ms,
-            duration_ms=int((time.monotonic() - self.started) * 1000),
-            heartbeat_at=timezone.now(),
-        )
+        fields = {
+            "content": parts.content,
+            "reasoning": parts.reasoning,
+            "reasoning_ms": parts.reasoning_ms,
+            "tool_calls": parts.tool_calls,
+            "logprobs": parts.logprobs,
+            "json_mode": self.json_mode,
+            "own_request": self.own_request,
+            "status": status,
+            "error": error,
+            "finish_reason": self.finish_reason or "",
+            "model": self.model or "",
+            "prompt_tokens": parts.prompt_tokens,
+            "completion_tokens": parts.completion_tokens,
+            "usage_estimated": parts.usage_estimated,
+            "ttft_ms": self.ttft_ms,
+            "duration_ms": int((time.monotonic() - self.started) * 1000),
+        }
+
+        async def save() -> None:
+            try:
+                await Message.objects.filter(pk=self.message_id).aupdate(**fields, heartbeat_at=timezone.now())
+            except DatabaseError:
+                await sync_to_async(close_old_connections)()  # a broken connection is not reused
+                raise
+
+        await retrying(f"Saving reply {self.message_id}", save, seconds=FINAL_SAVE_SECONDS, retry_on=(DatabaseError,))
         if not self._usage_recorded:
             self._usage_recorded = True
             usage = self.usage or llm.Usage()
@@ -310,7 +366,19 @@ class Reply:
                 )
             except Exception:
                 log.exception("Could not record the usage of reply %s", self.message_id)
-        # The pages that followed the stream already show this text: they keep their copy.
-        await self.publish(events.finished(self.message_id, status, self._display.shown(parts.content)))
+        # The pages that followed every delta already show this text: they keep their copy.
+        finished = events.finished(self.message_id, status, self._display.shown(parts.content), self.seq)
+
+        async def announce() -> None:
+            if not await self.publish(finished):
+                raise ConnectionError("the channel layer refused the event")
+
+        with contextlib.suppress(ConnectionError):  # then the pages' watchdogs find the end in the database
+            await retrying(
+                f"Announcing the end of reply {self.message_id}",
+                announce,
+                seconds=ANNOUNCE_SECONDS,
+                retry_on=(ConnectionError,),
+            )
         # Names the conversation in the background after its first exchange.
         titles.after_reply(self.conversation, self.message_id, status)
