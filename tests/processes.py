@@ -1,10 +1,13 @@
-"""Real Daphne processes of the app for tests: spawn one on the test database, open a tab's websocket on it."""
+"""Real processes for tests: the app's Daphne, a tab's websocket, a private Redis, a proxy a test can cut."""
 
 import contextlib
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -102,3 +105,107 @@ def wait_for(predicate, timeout=10.0):
             return value
         time.sleep(0.05)
     raise AssertionError("timed out")
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, which a test may kill and start again."""
+
+    def __init__(self):
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            pytest.skip("redis-server is not installed: the Redis restart test starts one of its own")
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                if redis.Redis.from_url(self.url, socket_connect_timeout=0.2).ping():
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+    stop = kill
+
+
+class TcpProxy:
+    """A loopback TCP proxy to `upstream` that a test can cut (every connection dropped, none accepted) and restore."""
+
+    def __init__(self, upstream_host: str, upstream_port: int):
+        self.upstream = (upstream_host, upstream_port)
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+
+    def start(self) -> "TcpProxy":
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        return self
+
+    def _accept(self, listener: socket.socket):
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # cut
+            if listener is not self._listener:
+                client.close()
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self):
+        """The database 'goes down': open connections reset, new ones refused."""
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in its thread
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def restore(self):
+        self.start()
+
+    def stop(self):
+        self.cut()
