@@ -353,7 +353,8 @@ class Conversation(models.Model):
 
     def _fresh(self) -> tuple[dict, int | None]:
         """The settings and shown leaf as saved now (the settings panel may have changed them since)."""
-        params, leaf = Conversation.objects.values_list("params", "active_leaf").get(pk=self.pk)
+        params, leaf, title = Conversation.objects.values_list("params", "active_leaf", "title").get(pk=self.pk)
+        self.title = title
         return params or {}, leaf
 
     def _close_open_choices(self, parent_id: int | None) -> None:
@@ -387,18 +388,27 @@ class Conversation(models.Model):
 
         With `replacing`, the message is a new version of that earlier user message instead.
         """
+        return self._add_exchange(text, model, replacing=replacing, fresh=None)
+
+    def _add_exchange(
+        self, text: str, model: str, *, replacing: "Message | None", fresh: tuple[int | None, str] | None
+    ) -> tuple["Message", "Message"]:
+        """add_exchange(), given the shown leaf and the title as just read in this transaction (`fresh`)."""
         self._lock()
+        if fresh is None:
+            fresh = Conversation.objects.values_list("active_leaf", "title").get(pk=self.pk)
+        leaf, title = fresh
         if replacing is not None:
             parent_id = replacing.parent_id
         else:
-            path, _versions = self._path_to(Conversation.objects.values_list("active_leaf", flat=True).get(pk=self.pk))
+            path, _versions = self._path_to(leaf)
             parent_id = path[-1] if path else None
         user_message = self.messages.create(role=Message.Role.USER, content=text, parent_id=parent_id)
         reply = self.messages.create(
             role=Message.Role.ASSISTANT, parent=user_message, status=Message.Status.STREAMING, model=model
         )
         fields = {}
-        if not Conversation.objects.values_list("title", flat=True).get(pk=self.pk):
+        if not title:
             fields["title"] = self.title_from(text)
         self._activate(reply, **fields)
         return user_message, reply
@@ -411,7 +421,7 @@ class Conversation(models.Model):
             shown = self.messages.filter(pk=leaf, choices_open=True).values_list("parent_id", flat=True)
             for parent_id in shown:
                 self._close_open_choices(parent_id)
-        user_message, reply = self.add_exchange(text, model, replacing=replacing)
+        user_message, reply = self._add_exchange(text, model, replacing=replacing, fresh=(leaf, self.title))
         return user_message, self._add_siblings(reply, choices_wanted(params))
 
     @transaction.atomic

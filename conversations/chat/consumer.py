@@ -75,17 +75,18 @@ class ChatSocket(ConversationSocket):
         opened = await feeds.open_chat(self.conversation, replies)
         if replacing is None:
             # Rendered once here, not by every viewer: the pages of one conversation are all its owner's.
-            html = frames.added(user_message, replies[0])
-            if not had_title:
-                html += await self.title_and_sidebar()
-            event = events.added(html, [r.pk for r in replies])
+            event = events.added(frames.added(user_message, replies[0]), [r.pk for r in replies])
         else:
             event = events.transcript()
         await self.channel_layer.group_send(self.conversation.group_name, event)
-        opened.start()
+        opened.start()  # the provider is asked now; what the page needs besides the reply comes after
         if replacing is None:
             # Only the tab that sent it has its box emptied, and only once the message is saved.
             await self.send(text_data=frames.emptied_composer_input())
+            if not had_title:  # its first message named it: the header and the sidebar, on every page
+                await self.channel_layer.group_send(
+                    self.conversation.group_name, events.title(await self.title_and_sidebar())
+                )
 
     async def regenerate(self, data: Frame) -> None:
         reply = await self._get_message(data.get("message_id"), "assistant")
