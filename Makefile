@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Daphne processes for `make run` (empty: runchat's default, one per core when REDIS_URL is set)
+WORKERS ?=
 # llama.cpp's default build targets the CPU it is built on (-march=native, AVX-512, AMX...), which
 # crashed with a general protection fault on a VM that advertises AMX. A portable build
 # (AVX2/FMA/F16C) runs everywhere we deploy and is fast enough for a 135M model.
@@ -31,7 +33,7 @@ install-dev: $(VENV)/.installed-dev
 
 run: install
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py runchat --host $(HOST) --port $(PORT)
+	$(BIN)/python manage.py runchat --host $(HOST) --port $(PORT) $(if $(WORKERS),--workers $(WORKERS))
 
 test: install-dev
 	$(BIN)/python -m pytest
