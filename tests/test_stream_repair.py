@@ -83,10 +83,10 @@ async def test_a_page_that_never_hears_the_end_finds_it_in_the_database(lossy, a
     fake.push(Stream(text_stream(["The ", "end ", "is ", "lost."]), delay=0.02))
     socket, _, _ = await open_socket(alice, conversation.code)
     await socket.send(message="end quietly")
-    [reply] = await wait_until_done(conversation, 1)
+    [reply] = await wait_until_done(conversation, 1, timeout=20)
     assert reply.status == "complete"
     # No finished event reaches the page; its watchdog looks in the database once the reply is quiet.
-    await socket.receive_until(f'id="msg-{reply.pk}" class="msg msg-assistant" {DONE}', timeout=8)
+    await socket.receive_until(f'id="msg-{reply.pk}" class="msg msg-assistant" {DONE}', timeout=20)
     assert get_channel_layer().lost == ["generation.finished"]
     await settle(socket)
     assert shown(socket.frames, reply.pk) == render_html("The end is lost.")
@@ -113,7 +113,7 @@ async def test_a_tab_open_before_another_tab_sent_gets_the_finished_reply(alice,
     watching, _, _ = await open_socket(alice, conversation.code)
     sending, _, _ = await open_socket(alice, conversation.code)
     await sending.send(message="hi")
-    [reply] = await wait_until_done(conversation, 1)
+    [reply] = await wait_until_done(conversation, 1, timeout=20)
     html = await watching.receive_until(f'id="msg-{reply.pk}" class="msg msg-assistant" {DONE}')
     # The finished reply with its controls, as the sending tab has it.
     finished = html[html.index(f'<article id="msg-{reply.pk}" class="msg msg-assistant" {DONE}') :]
