@@ -27,22 +27,6 @@ from urllib.parse import parse_qs
 if os.environ.get("BENCH_SWITCH_INTERVAL"):  # what-if experiment only (stream_bench.py --experiment)
     sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
 
-if os.environ.get("BENCH_BASELINE_DIR"):
-    # Before/after comparisons only: run the app with earlier copies of conversations/llm.py and
-    # conversations/generation.py taken from this directory (stream_bench.py --baseline DIR).
-    import importlib.util
-
-    import django
-
-    django.setup()
-    for name in ("llm", "generation"):
-        spec = importlib.util.spec_from_file_location(
-            f"conversations.{name}", os.path.join(os.environ["BENCH_BASELINE_DIR"], f"{name}.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-
 from django.db.backends.signals import connection_created  # noqa: E402
 
 from chatsite.asgi import application as app  # noqa: E402  (sets up Django first)
@@ -99,7 +83,8 @@ connection_created.connect(_install)
 
 def _window() -> float | None:
     """The current coalescing window on this loop."""
-    return pacer.current_window()
+    current = getattr(pacer, "current_window", None)  # the app's pacer may drop it
+    return current() if current else None
 
 
 async def _watch_lag():
