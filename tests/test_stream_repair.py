@@ -135,24 +135,29 @@ async def test_a_stopped_reply_shows_stopped_in_a_tab_open_before_it_started(ali
     await sending.close()
 
 
+class Streaming:
+    """A reply as the pacer sees it (pacer.Streaming), streaming with no text yet."""
+
+    closing = False
+    progress = 0
+    first_token_at = None
+
+    def __init__(self, message_id: int):
+        self.message_id = message_id
+
+    def checkpoint(self):
+        return pacer.Checkpoint("", "", None)
+
+
 def test_a_reply_stays_alive_while_its_event_loop_is_overloaded(settings, alice, conversation, monkeypatch):
     """The heartbeat comes from a thread: an event loop that is late (busy) does not make a live reply look dead."""
     settings.STALE_GENERATION_SECONDS = 2
     monkeypatch.setattr(pacer, "HEARTBEAT_SECONDS", 0.3)
     reply = Message.objects.create(conversation=conversation, role="assistant", status="streaming")
 
-    class Live:
-        message_id = reply.pk
-        closing = False
-        progress = 0
-        first_token_at = None
-
-        def checkpoint(self):
-            return pacer.Checkpoint("", "", None)
-
     async def busy_loop():
         pace = pacer.current()
-        live = Live()
+        live = Streaming(reply.pk)
         pace.add(live)
         for _ in range(6):  # the loop is blocked 0.5 s at a time for 3 s: it ticks, but late
             time.sleep(0.5)
@@ -172,18 +177,9 @@ def test_a_stuck_event_loop_stops_proving_its_replies_alive(settings, alice, con
     monkeypatch.setattr(pacer, "LOOP_STALL_SECONDS", 0.5)
     reply = Message.objects.create(conversation=conversation, role="assistant", status="streaming")
 
-    class Live:
-        message_id = reply.pk
-        closing = False
-        progress = 0
-        first_token_at = None
-
-        def checkpoint(self):
-            return pacer.Checkpoint("", "", None)
-
     async def stuck_loop():
         pace = pacer.current()
-        live = Live()
+        live = Streaming(reply.pk)
         pace.add(live)
         time.sleep(2.5)  # never yields: the pacer cannot tick, so the thread stops beating for it
         stale = await sync_to_async(Message.objects.filter(pk=reply.pk).stale().count)()
