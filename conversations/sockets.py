@@ -257,6 +257,9 @@ class ConversationSocket(AsyncWebsocketConsumer, metaclass=ABCMeta):
             return
         for message_id in message_ids:
             self.syncing[message_id] = []
+            # The page's copy was just drawn from the database (or not at all): the snapshot is sent
+            # whatever this socket had sent before.
+            self.last_seq.pop(message_id, None)
             self.watch(message_id)
         await self.ask_snapshot()
 
