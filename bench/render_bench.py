@@ -1,38 +1,56 @@
-"""Bytes sent to the browser while a reply streams, against the reply's final HTML (issue 5: <= 2x).
+"""Rendering while a reply streams: CPU, frames and bytes (issue 5: bytes; issue 11: cost linear in length).
 
-    .venv/bin/python bench/render_bench.py                  # both measures, 50 tokens/s
-    .venv/bin/python bench/render_bench.py --rate 20 --mode frames
+    .venv/bin/python bench/render_bench.py                          # everything, 50 tokens/s
+    .venv/bin/python bench/render_bench.py --mode shapes --scales 1,2,4
+    .venv/bin/python bench/render_bench.py --mode shapes --baseline /tmp/rendering_baseline.py
+    .venv/bin/python bench/render_bench.py --mode frames --rate 20
+    .venv/bin/python bench/render_bench.py --mode shapes --profile /tmp/render.prof
 
-Four realistic replies (prose, code, lists, a table) are split into word-sized tokens, as a
-model streams them, and measured two ways:
+Replies are split into word-sized tokens, as a model streams them, and measured three ways:
 
-- frames: exactly the code the generation runs per delta (conversations/rendering.StreamRenderer:
-  its throttle and its frames), on a simulated clock at --rate tokens per second, checked by
-  replaying the frames as htmx swaps them (tests/frames.py). Prints the bytes of those frames
-  against the reply's final HTML (the text element's content).
+- frames: four realistic replies (prose, code, lists, a table) through exactly the code the
+  generation runs per delta (conversations/rendering.StreamRenderer: its throttle and its frames),
+  on a simulated clock at --rate tokens per second, checked by replaying the frames as htmx swaps
+  them (tests/frames.py). Prints the bytes of those frames against the reply's final HTML.
+- shapes (issue 11): four shapes whose cost used to grow with their length: one long paragraph
+  (5,000 characters at 1x), a long fenced Python block (300 lines), a table (200 rows) and many
+  short paragraphs (20), at 1x, 2x and 4x their length. Paced (the simulated clock at --rate):
+  CPU seconds of the renderer per 1,000 tokens, updates per second, frames and bytes against the
+  final HTML, and the delay each token waits for its frame (p50/p90: arrival until the update that
+  shows it, plus that update's CPU time: text held back, like a table row until its line is
+  complete, waits longer). Unpaced (an update after every token, no throttle): CPU
+  seconds per 1,000 tokens over the whole reply and over its last quarter (flat when the cost per
+  update does not grow with the reply). --baseline PATH loads another rendering.py (a copy of an
+  older version) instead of the project's, to compare.
 - live: the real path in this process: the fake provider (tests/fake_provider.py, real HTTP on
   loopback) streams the tokens at --rate, a real Generation renders, the real ChatConsumer sends,
   read through a WebsocketCommunicator around the app's ASGI stack, on a temporary SQLite
   database. Prints every frame of the exchange, split into the reply's text frames, the finished
   reply's frame and the rest (the user's message, title, sidebar, composer), against the final
-  <article> a reloaded page shows and against the text's HTML.
+  <article> a reloaded page shows and against the text's HTML. (Always the project's renderer.)
 
-Bytes are payload plus the websocket frame header (2-4 bytes), uncompressed.
+Bytes are payload plus the websocket frame header (2-4 bytes), uncompressed. CPU is process CPU
+time (time.process_time) spent in StreamRenderer.update.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
+import math
 import os
+import random
 import re
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
+sys.path.insert(1, str(BASE_DIR / "bench"))
 
 REPLIES = {
     "prose": """Good question. The short answer is that **caching helps most when reads dominate writes**, and \
@@ -152,52 +170,244 @@ def ws_bytes(payload: str) -> int:
     return size + (2 if size < 126 else 4 if size < 65536 else 10)
 
 
+def load_renderer(path: str | None) -> ModuleType:
+    """The project's conversations.rendering, or another copy of it (--baseline)."""
+    if not path:
+        from conversations import rendering
+
+        return rendering
+    spec = importlib.util.spec_from_file_location("baseline_rendering", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- shapes whose cost used to grow with their length (issue 11) ---------------------------------
+
+_VOCABULARY = (
+    "the a of to and in that is for it as with was on be at by this had not are but from or have an they which "
+    "one you were her all she there would their we him been has when who will more no if out so said what up its "
+    "about into than them can only other new some could time these two may then do first any my now such like our "
+    "over man me even most made after also did many before must through back years where much your way well down "
+    "should because each just those people how too little state good very make world still own see men work long "
+    "get here between both life being under never day same another know while last might us great old year off "
+    "come since against go came right used take three cache request server latency thread buffer parser renderer "
+    "stream token browser response memory process window update paragraph highlight"
+)
+WORDS = _VOCABULARY.split()
+
+
+def prose(rnd: random.Random, chars: int, markup: bool = True) -> str:
+    """Realistic words in sentences, now and then some inline markup, about `chars` long, one line."""
+    out: list[str] = []
+    size, sentence = 0, 0
+    while size < chars:
+        word = rnd.choice(WORDS)
+        if sentence == 0:
+            word = word.capitalize()
+        if markup and rnd.random() < 0.03:
+            word = rnd.choice(
+                [
+                    f"**{word} {rnd.choice(WORDS)}**",
+                    f"`{word}_{rnd.randint(1, 99)}()`",
+                    f"[{word}](https://example.com/{word}/{rnd.randint(1, 999)})",
+                    f"*{word}*",
+                ]
+            )
+        sentence += 1
+        if sentence > rnd.randint(8, 20):
+            word += rnd.choice([".", ".", ".", "?", "!"])
+            sentence = 0
+        elif rnd.random() < 0.08:
+            word += ","
+        out.append(word)
+        size += len(word) + 1
+    text = " ".join(out)
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
+def shape_paragraph(scale: int) -> str:
+    rnd = random.Random(11)
+    return prose(rnd, 5000 * scale) + "\n"
+
+
+def shape_code(scale: int) -> str:
+    rnd = random.Random(12)
+    lines = ["Here is the module:", "", "```python"]
+    index = 0
+    while len(lines) - 3 < 300 * scale:
+        index += 1
+        name, factor = rnd.choice(WORDS), rnd.randint(2, 9)
+        lines += [
+            f"def {name}_{index}(values: list[int], factor: float = {factor}.5) -> float:",
+            f'    """Sum the values, scaled by {factor} for the multiples of {factor}."""',
+            "    total = 0.0",
+            "    for index, value in enumerate(values):",
+            f"        if value % {factor} == 0:",
+            f"            total += value * factor  # the {rnd.choice(WORDS)} ones count more",
+            "        else:",
+            f"            total -= index / {factor}",
+            f'    return round(total, 2) if total else float("{rnd.choice(["nan", "inf"])}")',
+            "",
+        ]
+    lines = lines[: 3 + 300 * scale]
+    return "\n".join(lines) + "\n```\n\nThat is all.\n"
+
+
+def shape_table(scale: int) -> str:
+    rnd = random.Random(13)
+    rows = [
+        "Here are the figures:",
+        "",
+        "| Name | Count | Price | Notes | Status |",
+        "|:-----|------:|------:|:------|:------:|",
+    ]
+    for index in range(200 * scale):
+        note = " ".join(rnd.choice(WORDS) for _ in range(rnd.randint(2, 6)))
+        status = rnd.choice(["ok", "late", "**open**", "`n/a`"])
+        price = f"${rnd.randint(1, 999)}.{rnd.randint(0, 99):02d}"
+        rows.append(f"| item {index} | {rnd.randint(1, 9999)} | {price} | {note} | {status} |")
+    return "\n".join(rows) + "\n\nThat is the table.\n"
+
+
+def shape_paragraphs(scale: int) -> str:
+    rnd = random.Random(14)
+    return "".join(prose(rnd, rnd.randint(150, 350)) + "\n\n" for _ in range(20 * scale))
+
+
+SHAPES = {
+    "paragraph": shape_paragraph,
+    "code": shape_code,
+    "table": shape_table,
+    "paragraphs": shape_paragraphs,
+}
+
+
 # -- frames: the generation's own frame-building code, on a simulated clock ---------------------
 
 
-def measure_frames(text: str, rate: float) -> dict:
-    from conversations.rendering import StreamRenderer, render_html
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, int(round(q * (len(values) - 1)))))] if values else math.nan
+
+
+def measure_frames(text: str, rate: float, module: ModuleType | None = None, pieces: list[str] | None = None) -> dict:
+    """Stream `text` at `rate` tokens/s on a simulated clock, as Reply's flusher does (renderer.delay)."""
     from tests.frames import Page
 
-    renderer = StreamRenderer("msg-1-text")
-    page = Page()
-    page.apply('<div id="msg-1-text" class="msg-text markdown"></div>')
+    rendering = module or load_renderer(None)
+    renderer = rendering.StreamRenderer("msg-1-text")
+    pieces = pieces or tokens(text)
+    ends = [0]
+    for piece in pieces:
+        ends.append(ends[-1] + len(piece))
+    arrivals = [(index + 1) / rate for index in range(len(pieces))]
     frames: list[str] = []
-    arrivals = [(index + 1) / rate for index in range(len(tokens(text)))]
-    pieces = tokens(text)
-    received, now, step = 0, 0.0, 0.001
+    delays: list[float] = []
+    received, flushed, visible, now = 0, 0, 0, arrivals[0]
     cpu, updates = 0.0, 0
-    flushed_to = 0
-    while flushed_to < len(pieces):
-        while received < len(pieces) and arrivals[received] <= now:
+    while flushed < len(pieces):
+        while received < len(pieces) and arrivals[received] <= now + 1e-9:
             received += 1
-        pending = sum(len(p) for p in pieces[flushed_to:received])
-        if pending and renderer.delay(pending, now) <= 0:
-            started = time.perf_counter()
-            out = renderer.update("".join(pieces[:received]))
-            cpu += time.perf_counter() - started
+        pending = ends[received] - ends[flushed]
+        wait = renderer.delay(pending, now) if pending else math.inf
+        if pending and wait <= 0:
+            started = time.process_time()
+            frames += renderer.update(text[: ends[received]])
+            spent = time.process_time() - started
+            cpu += spent
             updates += 1
             renderer.sent_at = now
-            frames += out
-            flushed_to = received
-        now += step
-    started = time.perf_counter()
+            flushed = received
+            while visible < len(pieces) and ends[visible + 1] <= len(renderer.text):  # the page shows it
+                delays.append(now + spent - arrivals[visible])
+                visible += 1
+            continue
+        following = arrivals[received] if received < len(pieces) else math.inf
+        now = min(now + max(wait, 1e-6), following)  # (not now + 1e-17 == now)
+    started = time.process_time()
     frames += renderer.update(text, final=True)
-    cpu += time.perf_counter() - started
+    spent = time.process_time() - started
+    cpu += spent
     updates += 1
+    delays += [now + spent - arrivals[index] for index in range(visible, len(pieces))]
+    page = Page()
+    page.apply('<div id="msg-1-text" class="msg-text markdown"></div>')
     for frame in frames:
         page.apply(frame)
-    final = render_html(text)
+    final = rendering.render_html(text)
     assert page.text_html(1) == final, "the frames did not rebuild the final HTML"
-    sent = sum(ws_bytes(frame) for frame in frames)
     return {
         "tokens": len(pieces),
         "frames": len(frames),
-        "sent": sent,
+        "sent": sum(ws_bytes(frame) for frame in frames),
         "final": len(final.encode()),
         "ms_per_update": cpu * 1000 / updates,
+        "cpu_per_1k": cpu * 1000 / len(pieces),
         "updates": updates,
+        "updates_per_s": updates / arrivals[-1],
+        "delay_p50": pct(delays, 0.5) * 1000,
+        "delay_p90": pct(delays, 0.9) * 1000,
     }
+
+
+def measure_unpaced(text: str, module: ModuleType, budget: float, pieces: list[str] | None = None) -> dict:
+    """An update after every token (no throttle): CPU per 1,000 tokens, whole and last quarter."""
+    renderer = module.StreamRenderer("msg-1-text")
+    pieces = pieces or tokens(text)
+    quarter = len(pieces) * 3 // 4
+    so_far, cpu, late, done = "", 0.0, 0.0, 0
+    for index, piece in enumerate(pieces):
+        so_far += piece
+        started = time.process_time()
+        renderer.update(so_far)
+        spent = time.process_time() - started
+        cpu += spent
+        late += spent if index >= quarter else 0.0
+        done += 1
+        if cpu > budget:
+            break
+    if done == len(pieces):
+        started = time.process_time()
+        renderer.update(text, final=True)
+        cpu += time.process_time() - started
+    return {
+        "tokens": len(pieces),
+        "done": done,
+        "cpu_per_1k": cpu * 1000 / done,
+        "late_per_1k": late * 1000 / max(1, done - quarter) if done > quarter else math.nan,
+    }
+
+
+def run_shapes(module: ModuleType, names: list[str], scales: list[int], rate: float, budget: float) -> None:
+    print(
+        f"\nshapes at {rate:g} tokens/s (paced) and with an update per token (unpaced); CPU = renderer CPU s per "
+        "1,000 tokens; sent/final = bytes of all frames / the final HTML; delay = token arrival until the page shows it"
+    )
+    print(
+        f"{'shape':<11}{'x':>2}{'tokens':>7}{'final B':>9}{'frames':>7}{'sent B':>9}{'sent/fin':>9}{'upd/s':>7}"
+        f"{'CPU':>7}{'dly p50':>8}{'dly p90':>8}{'| unpaced CPU':>13}{'last 1/4':>9}"
+    )
+    for name in names:
+        for scale in scales:
+            if name.startswith("w-"):  # bench/shapes.py: what bench/stream_bench.py streams (w0 w1 w2 ...)
+                shapes = importlib.import_module("shapes")
+                pieces = list(shapes.pieces(name[2:], shapes.default_tokens(name[2:]) * scale))
+                text = "".join(pieces)
+            else:
+                text, pieces = SHAPES[name](scale), None
+            paced = measure_frames(text, rate, module, pieces)
+            free = measure_unpaced(text, module, budget, pieces)
+            partial = "" if free["done"] == free["tokens"] else f"  (stopped after {free['done']} tokens)"
+            print(
+                f"{name:<11}{scale:>2}{paced['tokens']:>7}{paced['final']:>9}{paced['frames']:>7}{paced['sent']:>9}"
+                f"{paced['sent'] / paced['final']:>9.2f}{paced['updates_per_s']:>7.1f}{paced['cpu_per_1k']:>7.3f}"
+                f"{paced['delay_p50']:>8.0f}{paced['delay_p90']:>8.0f}{free['cpu_per_1k']:>13.3f}"
+                f"{free['late_per_1k']:>9.3f}{partial}",
+                flush=True,
+            )
 
 
 # -- live: the real consumer and generation, through the ASGI stack ------------------------------
@@ -306,30 +516,56 @@ def setup_django(tmp: Path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=50.0, help="tokens per second (default 50)")
-    parser.add_argument("--mode", choices=("frames", "live", "both"), default="both")
+    parser.add_argument("--mode", choices=("frames", "shapes", "live", "all"), default="all")
+    parser.add_argument("--baseline", metavar="PATH", help="load this rendering.py instead (frames and shapes)")
+    parser.add_argument(
+        "--shapes",
+        default=",".join(SHAPES),
+        help=f"shapes to measure (default: {','.join(SHAPES)}); also w-para, w-code, w-table, w-short: the "
+        "index-coded replies of bench/shapes.py that bench/stream_bench.py streams, one chunk a token",
+    )
+    parser.add_argument("--scales", default="1,2,4", help="lengths, in multiples of the 1x shape (default 1,2,4)")
+    parser.add_argument("--budget", type=float, default=60.0, help="CPU seconds at most per unpaced run (default 60)")
+    parser.add_argument("--profile", metavar="FILE", help="profile the shapes with cProfile, write the stats there")
     args = parser.parse_args()
-    from conversations import rendering
 
     with tempfile.TemporaryDirectory(prefix="render-bench-") as tmp:
         setup_django(Path(tmp))
+        rendering = load_renderer(args.baseline)
         every, most = rendering.MIN_INTERVAL_SECONDS * 1000, rendering.MAX_INTERVAL_SECONDS * 1000
         print(
-            f"Streaming at {args.rate:g} tokens/s; frames at most every {every:.0f} ms, "
-            f"then once {rendering.MIN_CHARS} characters or {most:.0f} ms have passed."
+            f"{'Baseline ' + args.baseline if args.baseline else 'conversations/rendering.py'}: streaming at "
+            f"{args.rate:g} tokens/s; frames at most every {every:.0f} ms, then once {rendering.MIN_CHARS} "
+            f"characters or {most:.0f} ms have passed."
         )
-        if args.mode in ("frames", "both"):
+        measure_frames("```python\nx = 1\n```\n", args.rate, rendering)  # load the lexer outside the timings
+        if args.mode in ("frames", "all"):
             print("\nframes: the generation's frame-building code (bytes of the reply's text frames / its final HTML;")
             print("ms/update: CPU of one render and diff in the generation, the final one included)")
-            measure_frames("```python\nx = 1\n```\n", args.rate)  # load the lexer outside the timings
             print(f"{'reply':<8}{'tokens':>8}{'frames':>8}{'sent B':>9}{'final B':>9}{'ratio':>7}{'ms/update':>11}")
             for name, text in REPLIES.items():
-                r = measure_frames(text, args.rate)
+                r = measure_frames(text, args.rate, rendering)
                 ratio = r["sent"] / r["final"]
                 print(
                     f"{name:<8}{r['tokens']:>8}{r['frames']:>8}{r['sent']:>9}{r['final']:>9}{ratio:>7.2f}"
                     f"{r['ms_per_update']:>11.2f}"
                 )
-        if args.mode in ("live", "both"):
+        if args.mode in ("shapes", "all"):
+            names = [name for name in args.shapes.split(",") if name]
+            scales = [int(scale) for scale in args.scales.split(",") if scale]
+            if args.profile:
+                import cProfile
+                import pstats
+
+                profiler = cProfile.Profile()
+                profiler.runcall(run_shapes, rendering, names, scales, args.rate, args.budget)
+                profiler.dump_stats(args.profile)
+                stats = pstats.Stats(args.profile)
+                stats.sort_stats("tottime").print_stats(25)
+                stats.sort_stats("cumulative").print_stats(25)
+            else:
+                run_shapes(rendering, names, scales, args.rate, args.budget)
+        if args.mode in ("live", "all"):
             results = asyncio.run(measure_live(REPLIES, args.rate))
             print("\nlive: the real generation and consumer, every frame of the exchange")
             print(

@@ -6,12 +6,14 @@ import re
 
 import pytest
 
+from conversations import rendering
 from conversations.rendering import (
     MAX_INTERVAL_SECONDS,
     MIN_CHARS,
     MIN_INTERVAL_SECONDS,
     OPEN_CHARS_PER_SECOND,
     StreamRenderer,
+    _settled,
     render_html,
 )
 
@@ -332,3 +334,270 @@ def test_markup_that_has_only_begun_waits_while_streaming(streamed, shown):
     assert "<td>3</td>" not in renderer.html and "**" not in renderer.html and "`" not in renderer.html
     renderer.update(streamed, final=True)  # the end shows everything, as the whole render does
     assert renderer.html == render_html(streamed)
+
+
+# -- long replies: the work of an update does not grow with the reply (issue 11) -----------------
+
+_WORDS = (
+    "the of and to in is that it for as with was on be at by this had not are but from or have an they which one "
+    "you were her all she there would their we him been has when who will more no if out so said what up its about "
+    "cache request server latency thread buffer parser renderer stream token browser response memory process"
+)
+VOCABULARY = _WORDS.split()
+
+
+def prose(rnd: random.Random, chars: int) -> str:
+    """Sentences of realistic words with some inline markup now and then, on one line."""
+    out, size = [], 0
+    while size < chars:
+        word = rnd.choice(VOCABULARY)
+        if rnd.random() < 0.04:
+            word = rnd.choice(
+                [
+                    f"**{word} {word}**",
+                    f"`{word}_{size}()`",
+                    f"[{word}](https://x.example/{word}?n={size})",
+                    f"*{word}*",
+                ]
+            )
+        if rnd.random() < 0.08:
+            word += rnd.choice([".", ",", "?", "!", ":"])
+        out.append(word)
+        size += len(word) + 1
+    return " ".join(out) + "."
+
+
+def long_paragraph(scale: float) -> str:
+    return "## A heading\n\n" + prose(random.Random(1), int(5000 * scale)) + "\n"
+
+
+def long_code(scale: float) -> str:
+    lines = []
+    for index in range(int(30 * scale)):
+        lines += [
+            f"def step_{index}(values: list[int], factor: float = {index}.5) -> float:",
+            f'    """Sum the values, scaled by {index} for the multiples of {index % 7 + 2}."""',
+            "    total = 0.0  # the sum so far",
+            "    for position, value in enumerate(values):",
+            f"        if value % {index % 7 + 2} == 0:",
+            "            total += value * factor",
+            "        else:",
+            f"            total -= position / {index % 7 + 2}",
+            "    return round(total, 2) if total else float('nan')",
+            "",
+        ]
+    return "Here it is:\n\n```python\n" + "\n".join(lines) + "\n```\n\nThat is all.\n"
+
+
+def long_table(scale: float) -> str:
+    rnd = random.Random(3)
+    rows = [
+        f"| item {n} | {rnd.randint(1, 9999)} | {' '.join(rnd.sample(VOCABULARY, 3))} | **ok** |"
+        for n in range(int(200 * scale))
+    ]
+    return "The figures:\n\n| Name | Count | Notes | Status |\n|:--|--:|:--|:-:|\n" + "\n".join(rows) + "\n\nDone.\n"
+
+
+def short_paragraphs(scale: float) -> str:
+    rnd = random.Random(4)
+    return "".join(prose(rnd, rnd.randint(120, 320)) + "\n\n" for _ in range(int(20 * scale)))
+
+
+SHAPES = {"paragraph": long_paragraph, "code": long_code, "table": long_table, "paragraphs": short_paragraphs}
+
+
+def pieces(text: str) -> list[str]:
+    """Word-sized tokens as a model streams them: a leading space stays with its word, long words split."""
+    out = []
+    for piece in re.findall(r"\n|[ \t]*[A-Za-z]+|[ \t]*\d+|[ \t]*[^\sA-Za-z\d]|[ \t]+", text):
+        out += [piece[at : at + 6] for at in range(0, len(piece), 6)]
+    assert "".join(out) == text
+    return out
+
+
+SPANS = re.compile(r"</?span[^>]*>")
+
+
+def follow(text: str, parts: list[str], *, check: bool = True) -> tuple[StreamRenderer, list[int]]:
+    """Stream `text` in `parts`; if `check`, after each update the page is the renderer's HTML and the
+    whole render of what it has rendered so far (its settled part; inside a code block that is still
+    open, but for the highlighting's spans); at the end, the whole render. Returns each update's work."""
+    renderer, page, so_far, work = StreamRenderer("msg-1-text"), Page(), "", []
+    page.apply('<div id="msg-1-text" class="msg-text markdown"></div>')
+    for part in parts:
+        so_far += part
+        for frame in renderer.update(so_far):
+            page.apply(frame)
+        work.append(renderer.work)
+        if check:
+            assert page.text_html(1) == renderer.html, f"after {so_far[-80:]!r}"
+            assert so_far.startswith(renderer.text)
+            whole = render_html(renderer.text)
+            if whole != renderer.html:  # only while a code block is open: its last tokens may change colour
+                assert SPANS.sub("", whole) == SPANS.sub("", renderer.html), f"after {so_far[-80:]!r}"
+                assert whole.endswith("</code></pre></div>"), f"after {so_far[-80:]!r}"
+    for frame in renderer.update(so_far, final=True):
+        page.apply(frame)
+    assert page.text_html(1) == render_html(text) == renderer.html
+    return renderer, work
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_each_long_shape_streams_exactly_as_it_renders_whole(shape, caplog):
+    text = SHAPES[shape](0.4 if shape.startswith("paragraph") else 0.2)  # 2,000 characters, 60 lines, 40 rows
+    for parts in (pieces(text), words(text)):
+        follow(text, parts)
+    assert "differs from the whole render" not in caplog.text
+
+
+def test_a_code_block_is_highlighted_while_it_streams_as_when_it_is_whole():
+    text = long_code(0.2)
+    renderer, page, so_far, highlighted = StreamRenderer("msg-1-text"), Page(), "", False
+    page.apply('<div id="msg-1-text"></div>')
+    for part in pieces(text):
+        so_far += part
+        for frame in renderer.update(so_far):
+            page.apply(frame)
+            assert len(frame) < 1000  # lines appended, never the block again
+        # Python's lexer goes on line by line: what shows is what the whole render of it shows.
+        assert page.text_html(1) == render_html(renderer.text), f"after {so_far[-80:]!r}"
+        highlighted |= "\n```\n" not in so_far and '<span class="sd">"""Sum' in page.text_html(1)
+    assert highlighted  # (docstrings show once closed: Pygments lexes them whole)
+    for frame in renderer.update(so_far, final=True):
+        page.apply(frame)
+    assert page.text_html(1) == render_html(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Some **bold text** and *emphasis*, ~~gone~~, a [link](https://x.example/a_b?c=1&d=2) and `co*de`, "
+        "an ![image](https://i.example/i.png) and __strong__ then a_b_c and 2 * 3 * 4.\nA second line  \nhard break.",
+        "Unclosed *star and [bracket and `tick, then more words to go past them. " * 8,
+        "Intro:\n\n```js\nconst a = `x`; /* a\nlong comment */\nlet b = 'q';\n```\nAfter the code.\n\n"
+        "~~~\nplain <b>\n~~~",
+        "A list:\n\n- one *em*\n- two\n  - nested [l](https://l.example)\n- three\n\n1. first\n2. second\n\n   loose\n",
+        "Para then a list\n- item\nPara then a heading\n# Heading\nSetext\n---\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+        "> quote\n",
+        "Ends inside a fence\n\n```python\ndef f():\n    return '''text\n",
+    ],
+)
+def test_tricky_text_streams_exactly(text, caplog):
+    for parts in (pieces(text), words(text), list(text)):
+        follow(text, parts)
+    assert "differs from the whole render" not in caplog.text
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_work_of_an_update_does_not_grow_with_the_reply(shape):
+    """Characters handed to markdown-it and Pygments: a bounded number per update, linear in all."""
+    totals = []
+    for scale in (1, 4):
+        text = SHAPES[shape](scale)
+        renderer, work = follow(text, pieces(text), check=False)
+        # Per update a few hundred characters; once per code block, when it closes, the whole block.
+        assert len([each for each in work if each > 400]) <= text.count("```") // 2, max(work)
+        totals.append(renderer.total_work / len(text))
+    assert totals[1] < 25 and totals[1] < totals[0] * 1.2  # (it was quadratic: re-parsing the open block)
+
+
+def test_streamed_bytes_stay_within_three_times_the_html_at_fifty_tokens_a_second():
+    for shape, make in SHAPES.items():
+        text = make(1)
+        parts = pieces(text)
+        renderer, sent, now, pending, done = StreamRenderer("msg-1-text"), [], 0.0, "", ""
+        for part in parts:  # one token every 20 ms; a frame whenever the renderer's throttle allows
+            now += 0.02
+            pending += part
+            if renderer.delay(len(pending), now=now) <= 0:
+                done += pending
+                pending = ""
+                sent += renderer.update(done)
+                renderer.sent_at = now
+        sent += renderer.update(text, final=True)
+        page = Page()
+        page.apply('<div id="msg-1-text"></div>')
+        for frame in sent:
+            page.apply(frame)
+        assert page.text_html(1) == render_html(text)
+        assert sum(len(frame) for frame in sent) <= 3 * len(render_html(text)), shape
+        assert len(sent) >= len(parts) / 20, shape  # (at least 2.5 frames a second)
+
+
+def test_a_text_that_does_not_go_on_from_the_last_is_rendered_again():
+    renderer, page = StreamRenderer("msg-1-text"), Page()
+    page.apply('<div id="msg-1-text"></div>')
+    for text in ("First **para**graph\n\nand a second", "Something else\n\n- entirely"):
+        for frame in renderer.update(text):
+            page.apply(frame)
+    for frame in renderer.update("Something else\n\n- entirely", final=True):
+        page.apply(frame)
+    assert page.text_html(1) == render_html("Something else\n\n- entirely")
+
+
+def _old_settled(text: str) -> int:
+    """The rule as it was before it became one pass (a reference for the test below)."""
+    markers = re.compile(r"[ \t]*(?:[-+*>#|=_~`:]+[ \t]*)*(?:\d+[.)]?)?[ \t]*")
+    emphasis = re.compile(r"\*\*|__|~~|(?<![\w*])\*(?=[^\s*])|(?<![\w_])_(?=[^\s_])")
+    start = text.rfind("\n") + 1
+    line = text[start:]
+    if markers.fullmatch(line) or line.lstrip().startswith("|"):
+        return start
+    cut = len(line)
+    runs = [(m.start(), len(m.group())) for m in re.finditer(r"`+", line)]
+    code_spans = []
+    while runs:
+        at, size = runs.pop(0)
+        close = next((i for i, (_, other) in enumerate(runs) if other == size), None)
+        if close is None:
+            cut = min(cut, at)
+            break
+        code_spans.append((at, runs[close][0]))
+        runs = runs[close + 1 :]
+    outside = [m for m in emphasis.finditer(line) if not any(a < m.start() < b for a, b in code_spans)]
+    for mark in {m.group() for m in outside}:
+        places = [m.start() for m in outside if m.group() == mark]
+        if len(places) % 2:
+            cut = min(cut, places[-1])
+    for match in re.finditer(r"!?\[|<(?=[A-Za-z])|&#?\w*$|\\$", line):
+        if any(a < match.start() < b for a, b in code_spans):
+            continue
+        opener, rest = match.group(), line[match.end() :]
+        if opener.endswith("["):
+            link = re.match(r"[^\]]*\](\([^)]*\)?)?", rest)
+            unfinished = link is None or (link.group(1) is not None and not link.group(1).endswith(")"))
+        elif opener == "<":
+            unfinished = ">" not in rest
+        else:
+            unfinished = True
+        if unfinished:
+            cut = min(cut, match.start())
+    return start if markers.fullmatch(line[:cut]) else start + cut
+
+
+def test_the_settled_rule_is_the_same_in_one_pass():
+    rnd = random.Random(5)
+    alphabet = ["a", "b", " ", "*", "**", "_", "__", "~~", "`", "``", "[", "]", "(", ")", "!", "<", ">", "&", "#", "\\"]
+    alphabet += ["- ", "1.", "|", "\n", "x_y", "**b**", "`c`", "[l](u)", "&amp;"]
+    for _ in range(3000):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 24)))
+        assert _settled(text) == _old_settled(text), repr(text)
+
+
+def test_a_failure_while_following_the_open_block_renders_it_all_again(monkeypatch, caplog):
+    def broken(self, text, final):
+        raise RuntimeError("a bug")
+
+    text = "# Title\n\nA paragraph that goes on and on, " * 3
+    renderer, page = StreamRenderer("msg-1-text"), Page()
+    page.apply('<div id="msg-1-text"></div>')
+    for at in range(10, len(text), 7):
+        if at > len(text) // 2:
+            monkeypatch.setattr(rendering._Paragraph, "step", broken)
+        for frame in renderer.update(text[:at]):
+            page.apply(frame)
+        assert page.text_html(1) == renderer.html
+    for frame in renderer.update(text, final=True):
+        page.apply(frame)
+    assert page.text_html(1) == render_html(text)
+    assert "Could not follow the open block" in caplog.text
