@@ -11,7 +11,7 @@ WORKERS ?=
 # (AVX2/FMA/F16C) runs everywhere we deploy and is fast enough for a 135M model.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
-.PHONY: install install-dev run test lint migrations-check bench clean
+.PHONY: install install-dev run test lint fmt migrations-check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ run: install
 
 test: install-dev
 	$(BIN)/python -m pytest
+
+fmt: install-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -20,14 +20,22 @@ def envbool(name: str, default: str) -> bool:
     return value == "True"
 
 
-def envint(name: str, default: int) -> int:
+def _envnumber(name: str, default: float, kind: type, what: str):
     value = os.environ.get(name, "")
     if not value:
         return default
     try:
-        return int(value)
+        return kind(value)
     except ValueError:
-        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
+        raise ImproperlyConfigured(f"{name} must be {what}, not {value!r}") from None
+
+
+def envint(name: str, default: int) -> int:
+    return _envnumber(name, default, int, "an integer")
+
+
+def envfloat(name: str, default: float) -> float:
+    return _envnumber(name, default, float, "a number")
 
 
 def envlist(name: str, default: str) -> list[str]:
@@ -129,6 +137,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# How long (seconds) a thread may hold the GIL while another waits (Python's default is 0.005). A
+# server process runs its event loop in one thread and its database work in another, which waits
+# for the GIL after every statement: at 5 ms, a burst of 200 sends queued 2-3 s longer on the
+# database thread (docs/performance.md). chatsite/asgi.py applies it.
+GIL_SWITCH_INTERVAL = envfloat("GIL_SWITCH_INTERVAL", 0.001)
+if not 0 < GIL_SWITCH_INTERVAL <= 1:
+    raise ImproperlyConfigured(f"GIL_SWITCH_INTERVAL must be between 0 and 1 second, not {GIL_SWITCH_INTERVAL}")
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 # Messages one channel (a page's socket, a generation's control channel) may hold before the layer

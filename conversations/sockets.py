@@ -28,11 +28,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 
+from chatsite.db import database_sync_to_async
 from conversations import access, events, i18n
 from conversations.models import Conversation, Message
 

@@ -11,6 +11,7 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.test import Client
 
+from chatsite.db import close_kept
 from conversations.generation import feeds, running
 from conversations.models import Conversation, Message, Provider
 from conversations.providers import client as llm
@@ -50,6 +51,16 @@ def fresh_channel_layer():
     channel_layers.backends.clear()
     yield
     channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def kept_connections_closed():
+    """The websocket thread keeps its database connection (chatsite/db.py): closed after each test.
+
+    A connection left open would keep PostgreSQL from dropping the test database at the end.
+    """
+    yield
+    close_kept()
 
 
 @pytest.fixture(scope="session")

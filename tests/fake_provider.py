@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import time
 from collections import deque
@@ -246,7 +247,8 @@ def is_title_request(request: Request) -> bool:
 
 
 class FakeProvider:
-    def __init__(self):
+    def __init__(self, tls: ssl.SSLContext | None = None):
+        self.tls = tls  # serve HTTPS with this context
         self.requests: list[Request] = []
         self.models = ["fake-model", "fake-model-2"]
         self._queue: deque = deque()
@@ -262,7 +264,7 @@ class FakeProvider:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
 
     def push(self, *responses):
         self._queue.extend(responses)
@@ -325,7 +327,7 @@ class FakeProvider:
 
     def _run(self):
         asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls))
         self.port = self._server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()

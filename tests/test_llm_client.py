@@ -1,13 +1,17 @@
 """The provider client: the SSE parser, streaming over a real socket, typed errors, models list."""
 
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import time
 
 import pytest
 
 from conversations.models import Provider
 from conversations.providers import client as llm
+from conversations.providers import transport
 from conversations.providers.client import (
     BadResponse,
     Chunk,
@@ -22,7 +26,7 @@ from conversations.providers.client import (
     Usage,
 )
 
-from .fake_provider import Close, Hang, Reply, Stream, chunk, sse, text_stream
+from .fake_provider import Close, FakeProvider, Hang, Reply, Stream, chunk, sse, text_stream
 
 needs_db = pytest.mark.django_db(transaction=True)
 
@@ -491,3 +495,51 @@ async def test_it_skips_an_empty_data_event(provider, fake):
     fake.push(Stream([b"data:\n\n", *text_stream(["ok"])]))
     chunks = [c async for c in llm.stream(provider, "/chat/completions", {"model": "m", "messages": []})]
     assert "".join(c.content for chunk in chunks for c in chunk.choices) == "ok"
+
+
+# --- the network backend (providers/transport.py) --------------------------------------------------
+
+
+async def test_the_client_reads_through_asyncio_streams_not_anyio(fresh_client):
+    pool = llm.get_client()._transport._pool  # type: ignore[attr-defined]
+    assert isinstance(pool._network_backend, transport.AsyncioBackend)
+
+
+@pytest.fixture
+def tls_fake(tmp_path, monkeypatch):
+    """The fake provider over HTTPS with a self-signed certificate for 127.0.0.1, which httpx trusts
+    through SSL_CERT_FILE (as an operator would point it at a private CA)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    server = FakeProvider(tls=context).start()
+    yield server
+    server.stop()
+
+
+@needs_db
+async def test_it_streams_over_https(tls_fake, fresh_client):
+    provider = await Provider.objects.acreate(name="TLS", base_url=tls_fake.base_url, default_model="fake-model")
+    assert provider.base_url.startswith("https://")
+    tls_fake.push(Stream(text_stream(["Sec", "ure"]), delay=0.01))
+    assert text(await collect(provider)) == "Secure"
+    tls_fake.push(Stream(text_stream(["again"])))  # the pooled TLS connection is used again
+    assert text(await collect(provider)) == "again"
+
+
+@needs_db
+async def test_a_certificate_it_does_not_trust_is_a_clear_connection_error(tls_fake, fresh_client, monkeypatch):
+    monkeypatch.delenv("SSL_CERT_FILE")
+    llm.reset_for_tests()
+    provider = await Provider.objects.acreate(name="TLS", base_url=tls_fake.base_url, default_model="fake-model")
+    with pytest.raises(ProviderUnreachable) as caught:
+        await collect(provider)
+    assert "127.0.0.1" in caught.value.user_message

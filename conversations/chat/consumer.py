@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils.translation import gettext as _
 
+from chatsite.db import database_sync_to_async
 from conversations import events
 from conversations.accounts import quotas
 from conversations.chat import frames
@@ -60,26 +60,30 @@ class ChatSocket(ConversationSocket):
         replacing = None
         if replacing_id is not None and (replacing := await self._get_message(replacing_id, "user")) is None:
             return
-        if (refusal := await quotas.acheck_conversation(self.scope["user"], self.conversation)) is not None:
-            await self.send_error(refusal.on_send)  # over a limit: nothing saved, nothing sent
-            return
         had_title = bool(self.conversation.title)
         try:
-            # n > 1 in the settings: n replies, side by side (generation/feeds.py).
-            user_message, replies = await database_sync_to_async(self.conversation.send)(
-                text.strip(), self.conversation.model, replacing=replacing
-            )
+            # One trip to the database thread: the quota check, then the exchange (with n > 1 in
+            # the settings, n replies side by side: generation/feeds.py).
+            refusal, sent = await database_sync_to_async(self._check_and_send)(text.strip(), replacing)
         except Busy:
             await self.send_error(_("A reply is still being written. Wait for it, or stop it, before sending."))
             return
-        opened = await feeds.open_chat(self.conversation, replies)
-        if replacing is None:
-            # Rendered once here, not by every viewer: the pages of one conversation are all its owner's.
-            event = events.added(frames.added(user_message, replies[0]), [r.pk for r in replies])
-        else:
-            event = events.transcript()
-        await self.channel_layer.group_send(self.conversation.group_name, event)
-        opened.start()  # the provider is asked now; what the page needs besides the reply comes after
+        if refusal is not None:
+            await self.send_error(refusal.on_send)  # over a limit: nothing saved, nothing sent
+            return
+        user_message, replies, reading = sent
+        opened = await feeds.open_chat(self.conversation, replies, reading=reading)
+        opened.start(announced=False)  # the provider is asked while the pages are told
+        try:
+            if replacing is None:
+                # Rendered once here, not by every viewer: the pages of one conversation are all its owner's.
+                event = events.added(frames.added(user_message, replies[0]), [r.pk for r in replies])
+            else:
+                event = events.transcript()
+            await self.channel_layer.group_send(self.conversation.group_name, event)
+        finally:
+            opened.announced()  # the replies publish from now on
+        # What the page needs besides the reply comes after.
         if replacing is None:
             # Only the tab that sent it has its box emptied, and only once the message is saved.
             await self.send(text_data=frames.emptied_composer_input())
@@ -87,6 +91,13 @@ class ChatSocket(ConversationSocket):
                 await self.channel_layer.group_send(
                     self.conversation.group_name, events.title(await self.title_and_sidebar())
                 )
+
+    def _check_and_send(self, text: str, replacing: Message | None):
+        refusal = quotas.check_conversation(self.scope["user"], self.conversation)
+        if refusal is not None:
+            return refusal, None
+        user_message, replies = self.conversation.send(text, self.conversation.model, replacing=replacing)
+        return None, (user_message, replies, feeds.read_for(self.conversation.pk, replies[0]))
 
     async def regenerate(self, data: Frame) -> None:
         reply = await self._get_message(data.get("message_id"), "assistant")

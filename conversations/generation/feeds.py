@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -30,6 +31,7 @@ from django.core.cache import cache
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from chatsite.db import database_sync_to_async
 from conversations import events
 from conversations.generation import pacer, running
 from conversations.generation.control import Control
@@ -69,12 +71,38 @@ def streaming_ids(branch: list[Message]) -> list[int]:
     return ids
 
 
-async def open_chat(conversation: Conversation, replies: list[Message], *, continuing: bool = False) -> ChatFeed:
+@dataclasses.dataclass
+class Reading:
+    """What a feed reads from the database before it asks: one trip to the database thread."""
+
+    conversation: Conversation  # as it is now, with its provider
+    branch: list[Message]  # the branch to the replies' parent, oldest first
+    context_length: int | None  # the model's context window (None: the model is not known yet)
+
+
+def read_for(conversation_pk: int, lead: Message) -> Reading:
+    """The Reading for replies like `lead` (sync: call it in the same trip as the work that made them)."""
+    conversation = Conversation.objects.select_related("provider").get(pk=conversation_pk)
+    provider = conversation.provider
+    model = lead.model or conversation.model or (provider.default_model if provider else "")
+    return Reading(
+        conversation,
+        conversation.branch_to(lead.parent_id),
+        provider.context_length_for(model) if provider and model else None,
+    )
+
+
+async def open_chat(
+    conversation: Conversation, replies: list[Message], *, continuing: bool = False, reading: Reading | None = None
+) -> ChatFeed:
     """A feed for these replies, listening for commands (stop, sync) but not streaming yet.
 
-    Announce the replies, then start() it: every delta of theirs comes after the announcement.
+    Announce the replies, then start() it: every delta of theirs comes after the announcement. Or
+    start(announced=False) first, so the provider is asked while the announcement is made, and
+    call announced() once it is: the replies publish nothing before that. `reading`, when the
+    caller read it in the same trip to the database as the replies were made, saves a trip.
     """
-    feed = ChatFeed(conversation, replies, continuing=continuing)
+    feed = ChatFeed(conversation, replies, continuing=continuing, reading=reading)
     await feed.open()
     return feed
 
@@ -143,8 +171,17 @@ class ChatFeed:
     Replies are addressed by position (0..n-1): with n > 1 that is their choice index.
     """
 
-    def __init__(self, conversation: Conversation, messages: list[Message], *, continuing: bool = False):
+    def __init__(
+        self,
+        conversation: Conversation,
+        messages: list[Message],
+        *,
+        continuing: bool = False,
+        reading: Reading | None = None,
+    ):
         self.conversation = conversation
+        self._reading = reading
+        self._announced = asyncio.Event()
         self.continuing = continuing
         self.replies = [Reply(conversation, message, continuing=continuing) for message in messages]
         self.model = ""
@@ -165,9 +202,18 @@ class ChatFeed:
         """Listen for commands, before anyone is told the replies exist (so no sync is lost)."""
         await self.control.open()
 
-    def start(self) -> asyncio.Task[None]:
+    def start(self, *, announced: bool = True) -> asyncio.Task[None]:
+        """Ask the provider; with `announced=False`, the replies publish nothing until announced()."""
+        if announced:
+            self._announced.set()
+        for reply in self.replies:
+            reply.gate = self._announced
         self.task = running.start(self, self._run(), name=f"generation-{self.replies[0].message_id}")
         return self.task
+
+    def announced(self) -> None:
+        """Every page has been told the replies exist (or telling them failed): they may publish."""
+        self._announced.set()
 
     def stop(self) -> None:
         """Stop every reply, and the upstream request(s)."""
@@ -256,14 +302,18 @@ class ChatFeed:
         await reply.finish(status, error)
 
     async def _prepare(self) -> tuple[Provider, Prompt]:
-        conversation = await Conversation.objects.select_related("provider").aget(pk=self.conversation.pk)
+        reading = self._reading or await database_sync_to_async(read_for)(self.conversation.pk, self.replies[0].message)
+        self._reading = None
+        conversation, branch, context_length = reading.conversation, reading.branch, reading.context_length
         self.conversation = conversation
         for reply in self.replies:
             reply.conversation = conversation
         provider = usable_provider(conversation)
         lead = self.replies[0]
         self.model = await model_to_ask(conversation, provider, lead.model)
-        prompt = await build_prompt(conversation, lead.message, provider, self.model)
+        if context_length is None:
+            context_length = await database_sync_to_async(provider.context_length_for)(self.model)
+        prompt = await build_prompt(conversation, provider, branch, context_length)
         if self.continuing:
             prompt = continuation_prompt(prompt, lead.message)
         json_mode = asks_for_json(conversation.params)

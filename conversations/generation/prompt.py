@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.utils.translation import gettext as _
 
 from conversations.models import Conversation, Message, Provider
@@ -60,15 +59,16 @@ async def tokens_in(provider: Provider, text: str) -> int:
     return counted if counted is not None else llm.estimate_tokens(text)
 
 
-async def build_prompt(conversation: Conversation, reply: Message, provider: Provider, model: str) -> Prompt:
-    """The branch up to the reply, trimmed oldest-first to fit the model's context window.
+async def build_prompt(
+    conversation: Conversation, provider: Provider, branch: list[Message], context_length: int
+) -> Prompt:
+    """The branch up to a reply (`Conversation.branch_to(reply.parent_id)`), trimmed oldest-first to
+    fit the model's context window of `context_length` tokens (`Provider.context_length_for()`).
 
     The system prompt and the newest message are always kept. Token counts come from the
     model's own tokenizer when the provider can count (the bundled llama.cpp server), else
     from a cautious estimate with a safety margin.
     """
-    branch = await sync_to_async(conversation.branch_to)(reply.parent_id)
-    context_length = await sync_to_async(provider.context_length_for)(model)
     history = [
         m
         for m in branch

@@ -23,9 +23,10 @@ import time
 from typing import Any, Protocol
 
 from asgiref.sync import sync_to_async
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError
 from django.utils import timezone
 
+from chatsite.db import close_broken
 from conversations import events, rendering
 from conversations.accounts.usage import arecord_reply
 from conversations.generation import pacer, titles
@@ -162,6 +163,7 @@ class Reply:
             )
         else:
             self.extras = ReplyParts()
+        self.gate: asyncio.Event | None = None  # set once the reply may publish (ChatFeed.start)
         self.finish_reason = ""
         self.usage: llm.Usage | None = None
         self.usage_estimated = False
@@ -225,6 +227,8 @@ class Reply:
         A failed delta is not sent again: its seq number was used, so a page that missed it sees a
         gap at the next one (or at the end) and repairs its copy from a snapshot or the database.
         """
+        if self.gate is not None:
+            await self.gate.wait()  # the pages are told the reply exists first
         try:
             await self.layer.group_send(self.group, event)
         except Exception as exc:
@@ -257,9 +261,10 @@ class Reply:
         while not self._closing:
             await self._new_text.wait()
             self._new_text.clear()
-            # Coalesce: whatever else arrives within the pacer's window goes out in the same delta.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed.wait(), pacer.current_window())
+            if self.seq:  # the first words go out at once (time to first token)
+                # Coalesce: whatever else arrives within the pacer's window goes out in the same delta.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), pacer.current_window())
             while not self._closing and (delay := self._display.delay(sum(map(len, self._parts)))) > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._new_text.wait(), delay)
@@ -349,7 +354,7 @@ class Reply:
             try:
                 await Message.objects.filter(pk=self.message_id).aupdate(**fields, heartbeat_at=timezone.now())
             except DatabaseError:
-                await sync_to_async(close_old_connections)()  # a broken connection is not reused
+                await sync_to_async(close_broken)()  # a broken connection is not reused
                 raise
 
         await retrying(f"Saving reply {self.message_id}", save, seconds=FINAL_SAVE_SECONDS, retry_on=(DatabaseError,))

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 
+from chatsite.db import database_sync_to_async
 from conversations import events
 from conversations.accounts import quotas
 from conversations.generation import completion

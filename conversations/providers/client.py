@@ -23,6 +23,8 @@ from django.core.cache import cache
 from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext
 
+from conversations.providers import transport
+
 log = logging.getLogger(__name__)
 
 
@@ -338,6 +340,7 @@ def get_client() -> httpx.AsyncClient:
             limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
             follow_redirects=False,
         )
+        transport.install(client)  # asyncio streams instead of anyio: reading per token costs less
         _clients[loop] = client
     return client
 
