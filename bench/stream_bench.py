@@ -37,6 +37,8 @@ parser's table rules) that starts from the real conversation page. After each fr
 - token i's delay = arrival of the frame that first shows it - (t0 + i / rate), minus the same
   measured directly against the fake (an httpx stream from this process): "added per-token delay";
 - added TTFT = websocket send -> first frame that shows a token, minus direct request -> first token;
+- added time to the whole reply = websocket send -> first frame that shows the last token, minus
+  direct first token + (tokens - 1) / rate: what the page adds to a user's wait for all of it;
 - holes (a token missing while a later one is shown), duplicates, pages never finished (the final
   article still says data-status="streaming"), pages told "complete" while missing text, replies
   saved in the database other than complete (and saved with holes), false interruptions (page or
@@ -870,6 +872,8 @@ def judge_page(spec: PageSpec, log: PageLog, skeleton: str, entry: dict | None, 
         "ttft": (first_text - log.sent) if first_text is not None and log.sent else None,
         "to_upstream": (entry["arrived"] - log.sent) if entry and log.sent else None,
         "first_relay": (first_seen[0] - entry["t0"]) if entry and 0 in first_seen else None,
+        # send -> the frame that first shows the last token (what a user waits for the whole reply)
+        "to_last": (first_seen[n - 1] - log.sent) if (n - 1) in first_seen and log.sent else None,
         "delays": delays,
         "delays_live": delays_live,
         "end": max([t for t, _f in log.frames if log.ended_at is None or t <= log.ended_at] or [log.sent or 0]),
@@ -1182,6 +1186,7 @@ def summarise(ctx: Context, name, shape, n_pages, tokens, rate, judged: list[dic
     ttfts = [p["ttft"] - base_ttft for p in judged if p["ttft"] is not None]
     delays = [d - base_delay for p in judged for d in p["delays"]]
     live = [d - base_delay for p in judged for d in p["delays_live"]]
+    wholes = [p["to_last"] - base_ttft - (tokens - 1) / rate for p in judged if p["to_last"] is not None]
     delivered = sum(p["tokens"] for p in judged)
     end = max([p["end"] for p in judged] or [start_at])
     wall = max(1e-6, end - start_at)
@@ -1208,6 +1213,9 @@ def summarise(ctx: Context, name, shape, n_pages, tokens, rate, judged: list[dic
         "delay_added_p99_ms": ms(pct(delays, 0.99)),
         "delay_added_max_ms": ms(max(delays)) if delays else None,
         "delay_live_p99_ms": ms(pct(live, 0.99)),
+        # send -> last token shown, minus what it takes directly (first token + the reply's pace)
+        "whole_added_p50_ms": ms(pct(wholes, 0.5)),
+        "whole_added_p99_ms": ms(pct(wholes, 0.99)),
         "tokens_expected": n_pages * tokens,
         "tokens_delivered": delivered,
         "tokens_live_share": sum(p["tokens_live"] for p in judged) / delivered if delivered else None,
@@ -1275,6 +1283,7 @@ MAIN = [
     ("dly+50", "ms", "delay_added_p50_ms", ".1f"),
     ("dly+99", "ms", "delay_added_p99_ms", ".1f"),
     ("live99", "ms", "delay_live_p99_ms", ".1f"),
+    ("whole99", "ms", "whole_added_p99_ms", ".1f"),
     ("tok/s", "", "tokens_per_s", ".0f"),
     ("CPU/1k", "s", "cpu_s_per_1000_tokens", ".3f"),
     ("RSS", "MB", "rss_peak_mb", ".0f"),
@@ -1332,7 +1341,9 @@ def print_tables(results: dict) -> None:
     print(
         "TTFT+ = websocket send -> first frame showing a token, minus direct; upstr = websocket send -> the request "
         "at the fake;\ndly+ = frame first showing token i - its send time at the fake, minus direct; live99 = dly+ "
-        "p99 of tokens sent after the page first showed one;\nCPU/1k = server CPU-s per 1,000 tokens shown on pages; "
+        "p99 of tokens sent after the page first showed one;\nwhole99 = websocket send -> frame showing the last "
+        "token, minus direct first token + (tokens - 1) / rate (the wait for the whole reply), p99;\n"
+        "CPU/1k = server CPU-s per 1,000 tokens shown on pages; "
         "RSS = peak of the server processes' sum; bytes = every frame of the exchange / the reply's final <article>"
         " (pages that ended right; replyB: only frames that name the reply);"
         "\ncliCPU = busiest client process; lag99/win50 = Daphne loop lag p99 and the app's coalescing window "

@@ -27,12 +27,14 @@ from abc import ABCMeta, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
+from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import DatabaseError
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 
-from chatsite.db import database_sync_to_async
+from chatsite.db import close_broken, database_sync_to_async
 from conversations import access, events, i18n
 from conversations.models import Conversation, Message
 
@@ -53,11 +55,6 @@ class ConversationSocket(AsyncWebsocketConsumer, metaclass=ABCMeta):
     # Action name -> the method that runs it (a frame with no "action" runs `default_action`).
     actions: ClassVar[Mapping[str, Action]] = {}
     default_action: ClassVar[str] = "send"
-    # Group events whose handlers never touch the database. Channels runs close_old_connections in
-    # the database thread before every event it dispatches; for these that round trip is pure
-    # delay (under load each delta would queue behind all the database work of the process).
-    no_database_events: ClassVar[frozenset[str]] = frozenset({events.DELTA, events.SNAPSHOT})
-
     conversation: Conversation  # set by connect() before anything else can happen
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -70,10 +67,21 @@ class ConversationSocket(AsyncWebsocketConsumer, metaclass=ABCMeta):
         self.watchdogs: set[asyncio.Task[None]] = set()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        if message["type"] in self.no_database_events:
-            await getattr(self, get_handler_name(message))(message)
-        else:
-            await super().dispatch(message)
+        """Channels' dispatch without its close_old_connections() before every event.
+
+        That is a trip to the database thread per event, queued behind all the database work of the
+        process (under a burst of sends, every page's first delta waited seconds behind its
+        `added`), and with CONN_MAX_AGE = 0 it closed the connection that thread keeps
+        (chatsite/db.py). A connection broken under a handler is closed after its error instead.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        try:
+            await handler(message)
+        except DatabaseError:
+            await sync_to_async(close_broken)()
+            raise
 
     async def connect(self) -> None:
         user = self.scope.get("user")

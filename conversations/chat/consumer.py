@@ -18,6 +18,8 @@ Actions (the frame's "action"; none means send):
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -32,10 +34,10 @@ from conversations.library import views as library
 from conversations.models import Busy, CannotAnswer, CannotContinue, Message, NotAChoice
 from conversations.sockets import Action, ConversationSocket, Frame
 
+log = logging.getLogger(__name__)
+
 
 class ChatSocket(ConversationSocket):
-    no_database_events = ConversationSocket.no_database_events | {events.CONTEXT, events.EXTRAS, events.CHOICES_NOTE}
-
     # -- actions ----------------------------------------------------------------------------------
 
     async def send_message(self, data: Frame) -> None:
@@ -88,9 +90,18 @@ class ChatSocket(ConversationSocket):
             # Only the tab that sent it has its box emptied, and only once the message is saved.
             await self.send(text_data=frames.emptied_composer_input())
             if not had_title:  # its first message named it: the header and the sidebar, on every page
-                await self.channel_layer.group_send(
-                    self.conversation.group_name, events.title(await self.title_and_sidebar())
-                )
+                # In a task: this socket goes back to its events (the reply's first words) at once,
+                # instead of waiting for the database thread, busy with everyone's sends in a burst.
+                task = asyncio.create_task(self._announce_title())
+                self.watchdogs.add(task)
+                task.add_done_callback(self.watchdogs.discard)
+
+    async def _announce_title(self) -> None:
+        try:
+            frame = await self.title_and_sidebar()
+            await self.channel_layer.group_send(self.conversation.group_name, events.title(frame))
+        except Exception:  # the page keeps its old title until the model's title or a reload
+            log.exception("Could not announce the new title of conversation %s", self.conversation.pk)
 
     def _check_and_send(self, text: str, replacing: Message | None):
         refusal = quotas.check_conversation(self.scope["user"], self.conversation)
