@@ -66,3 +66,29 @@ class ProcessChannelLayer(InMemoryChannelLayer):
             # A drop is logged and counted; the page repairs itself from its sequence numbers.
             with contextlib.suppress(ChannelFull):
                 self._put(channel, message)
+
+
+# How long joining a group is tried again while the layer is down (Redis restarting): a page
+# connecting, or a reply starting, right after a restart waits for it instead of failing.
+JOIN_SECONDS = 5.0
+
+
+async def group_add(layer: Any, group: str, channel: str, *, seconds: float = JOIN_SECONDS) -> None:
+    """`layer.group_add(group, channel)`, tried again with growing pauses for `seconds` if it fails.
+
+    Right after Redis restarts, the first subscription of a process can fail on a connection of the
+    old server; the next one works.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    pause = 0.05
+    while True:
+        try:
+            await layer.group_add(group, channel)
+            return
+        except Exception as exc:
+            if loop.time() + pause > deadline:
+                raise
+            log.warning("Joining group %s failed (%r); trying again in %.2f s", group, exc, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)

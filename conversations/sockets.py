@@ -34,6 +34,7 @@ from django.db import DatabaseError
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 
+from chatsite import layers
 from chatsite.db import close_broken, database_sync_to_async
 from conversations import access, events, i18n
 from conversations.models import Conversation, Message
@@ -97,7 +98,7 @@ class ConversationSocket(AsyncWebsocketConsumer, metaclass=ABCMeta):
             return
         self.conversation = conversation
         # Joining the group is the authorization: it happens only after the ownership check.
-        await self.channel_layer.group_add(conversation.group_name, self.channel_name)
+        await layers.group_add(self.channel_layer, conversation.group_name, self.channel_name)
         self.group = conversation.group_name
         await self.accept()
         await conversation.messages.stale().amark_interrupted()

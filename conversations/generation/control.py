@@ -20,6 +20,7 @@ from typing import Any
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 
+from chatsite import layers
 from conversations import events
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class Control:
     async def open(self) -> None:
         """Start listening for commands; return once the group is heard (or PROBE_SECONDS went by)."""
         self._channel = await self._layer.new_channel()
-        await self._layer.group_add(self.group, self._channel)
+        await layers.group_add(self._layer, self.group, self._channel)
         self._listener = asyncio.create_task(self._listen())
         await self._confirm()
 
