@@ -16,7 +16,9 @@ would, without the age check. PostgreSQL's pool (settings.py) lends it one conne
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from asgiref.sync import SyncToAsync
@@ -47,9 +49,36 @@ class _KeptConnection(SyncToAsync):
             close_broken()
 
 
-def database_sync_to_async(func: Callable[..., T]) -> Callable[..., Any]:
+_in_flight = 0  # calls of database_sync_to_async asked for and not finished, in this process
+
+
+def database_sync_to_async(func: Callable[..., T]) -> Callable[..., Awaitable[T]]:
     """`channels.db.database_sync_to_async`, keeping the thread's connection between calls."""
-    return _KeptConnection(func, thread_sensitive=True)
+    call = _KeptConnection(func, thread_sensitive=True)
+
+    @functools.wraps(func)
+    async def run(*args: Any, **kwargs: Any) -> T:
+        global _in_flight
+        _in_flight += 1
+        try:
+            return await call(*args, **kwargs)
+        finally:
+            _in_flight -= 1
+
+    return run
+
+
+async def after_others(limit: float = 5.0) -> None:
+    """Wait until no database call is in flight (at most `limit` seconds): for work nobody waits on.
+
+    The database thread runs calls in the order they are asked for. Under a burst of sends, a
+    page's new-title frame (a sidebar query and two templates) asked for between two sends would
+    delay every send after it, and with them the first words of their replies.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while _in_flight and loop.time() < deadline:
+        await asyncio.sleep(0.02)
 
 
 def close_kept() -> None:

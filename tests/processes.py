@@ -16,7 +16,7 @@ from django.conf import settings
 from websockets.sync.client import connect
 
 from .browser.live_server import ARTIFACTS, LiveServer, database_url, free_port, wait_until_up
-from .frames import plain, replay
+from .frames import Page, plain, replay
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -61,22 +61,31 @@ class Tab:
     """A browser tab's websocket, opened with the user's session cookie."""
 
     def __init__(self, server, session_key, code):
+        self._connect(server.url.replace("http://", "ws://") + f"/ws/c/{code}/", session_key, server.url)
+
+    def _connect(self, url: str, session_key: str, origin: str, **options):
         self._stack = contextlib.ExitStack()
         self.socket = self._stack.enter_context(
             connect(
-                server.url.replace("http://", "ws://") + f"/ws/c/{code}/",
-                additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={session_key}", "Origin": server.url},
+                url,
+                additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={session_key}", "Origin": origin},
                 open_timeout=10,
+                **options,
             )
         )
         self.frames: list[str] = []
+        self._page, self._applied = Page(), 0  # the frames so far, applied (receive_until)
 
     def send(self, **data):
         self.socket.send(json.dumps(data))
 
     def receive_until(self, needle: str, timeout: float = 10.0) -> str:
+        """Read frames until one contains `needle`, or the text of a reply as the page shows it does.
+
+        A streaming reply's text comes in appended pieces, so a word can be split between two frames.
+        """
         deadline = time.monotonic() + timeout
-        while not any(needle in frame for frame in self.frames):
+        while not self._shows(needle):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(f"no frame contained {needle!r}")
@@ -85,6 +94,15 @@ class Tab:
             except TimeoutError:
                 continue
         return "".join(self.frames)
+
+    def _shows(self, needle: str) -> bool:
+        if any(needle in frame for frame in self.frames):
+            return True
+        for frame in self.frames[self._applied :]:
+            with contextlib.suppress(AssertionError, KeyError, ValueError):  # frames the model does not follow
+                self._page.apply(frame)
+        self._applied = len(self.frames)
+        return any(needle in plain(element.inner()) for element in self._page.texts.values())
 
     def html(self, message_id: int) -> str:
         """The reply's HTML as this tab's page has it (tests/frames.py swaps the frames in)."""

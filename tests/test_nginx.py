@@ -16,7 +16,6 @@ from urllib.parse import urlencode
 
 import pytest
 from django.conf import settings
-from websockets.sync.client import connect
 
 from conversations.models import Message
 
@@ -142,16 +141,7 @@ class TlsTab(Tab):
     """A browser tab's websocket through nginx (wss://), with the session cookie of a login through nginx."""
 
     def __init__(self, proxy: Nginx, session_key: str, code):
-        self._stack = contextlib.ExitStack()
-        self.socket = self._stack.enter_context(
-            connect(
-                f"wss://127.0.0.1:{proxy.https_port}/ws/c/{code}/",
-                ssl=proxy.tls,
-                additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={session_key}", "Origin": proxy.origin},
-                open_timeout=10,
-            )
-        )
-        self.frames = []
+        self._connect(f"wss://127.0.0.1:{proxy.https_port}/ws/c/{code}/", session_key, proxy.origin, ssl=proxy.tls)
 
 
 def log_in_through(proxy: Nginx, username: str, password: str) -> str:

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.utils.translation import gettext as _
 
+from chatsite import db
 from chatsite.db import database_sync_to_async
 from conversations import events
 from conversations.accounts import quotas
@@ -97,6 +98,7 @@ class ChatSocket(ConversationSocket):
                 task.add_done_callback(self.watchdogs.discard)
 
     async def _announce_title(self) -> None:
+        await db.after_others()  # the sends of a burst, and their replies' first words, go first
         try:
             frame = await self.title_and_sidebar()
             await self.channel_layer.group_send(self.conversation.group_name, events.title(frame))
