@@ -969,40 +969,19 @@ def run_stage(
     prefix = f"s{ctx.stage_no}-"
     ports = ctx.servers.ports
     framing = args.framing
-    specs = []
     step = spacing if spacing is not None else args.spread / max(1, n_pages)
-    for k, seat in enumerate(ctx.take(n_pages)):
-        bench_id = f"{prefix}{k}"
-        specs.append(
-            PageSpec(
-                bench_id,
-                ports[k % len(ports)],
-                seat.code,
-                seat.session_key,
-                shapes.tag(bench_id, shape, tokens, rate, framing),
-                bench_id,
-                k * step,
-                tokens,
-                rate,
-            )
+
+    def spec(k: int, seat, name: str, page_shape: str, page_tokens: int, send_at: float) -> PageSpec:
+        bench_id = f"{prefix}{name}"
+        tag = shapes.tag(bench_id, page_shape, page_tokens, rate, framing)
+        return PageSpec(
+            bench_id, ports[k % len(ports)], seat.code, seat.session_key, tag, bench_id, send_at, page_tokens, rate
         )
+
+    specs = [spec(k, seat, str(k), shape, tokens, k * step) for k, seat in enumerate(ctx.take(n_pages))]
     probes = []
-    if restart is not None:
-        for k, seat in enumerate(ctx.take(len(ports))):
-            bench_id = f"{prefix}probe{k}"
-            probes.append(
-                PageSpec(
-                    bench_id,
-                    ports[k % len(ports)],
-                    seat.code,
-                    seat.session_key,
-                    shapes.tag(bench_id, "short", 40, rate, framing),
-                    bench_id,
-                    -1.0,
-                    40,
-                    rate,
-                )
-            )
+    if restart is not None:  # new chats on new pages, opened and sent once Redis is back (offset -1)
+        probes = [spec(k, seat, f"probe{k}", "short", 40, -1.0) for k, seat in enumerate(ctx.take(len(ports)))]
     duration = (tokens / rate if rate else 5.0) + (spacing or 0) * n_pages
     deadline_after = duration + 120 + (restart or 0)
     clients = max(1, min(args.client_procs, n_pages))

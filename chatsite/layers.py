@@ -21,6 +21,8 @@ from typing import Any
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
 
+from chatsite.retrying import retrying
+
 log = logging.getLogger(__name__)
 
 CLEAN_EVERY_SECONDS = 1.0
@@ -79,16 +81,10 @@ async def group_add(layer: Any, group: str, channel: str, *, seconds: float = JO
     Right after Redis restarts, the first subscription of a process can fail on a connection of the
     old server; the next one works.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    pause = 0.05
-    while True:
-        try:
-            await layer.group_add(group, channel)
-            return
-        except Exception as exc:
-            if loop.time() + pause > deadline:
-                raise
-            log.warning("Joining group %s failed (%r); trying again in %.2f s", group, exc, pause)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
+    await retrying(
+        f"Joining group {group}",
+        lambda: layer.group_add(group, channel),
+        seconds=seconds,
+        first_pause=0.05,
+        longest_pause=1.0,
+    )

@@ -1,10 +1,8 @@
 """The provider client: the SSE parser, streaming over a real socket, typed errors, models list."""
 
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 
 import pytest
@@ -27,6 +25,7 @@ from conversations.providers.client import (
 )
 
 from .fake_provider import Close, FakeProvider, Hang, Reply, Stream, chunk, sse, text_stream
+from .processes import self_signed_certificate
 
 needs_db = pytest.mark.django_db(transaction=True)
 
@@ -509,14 +508,7 @@ async def test_the_client_reads_through_asyncio_streams_not_anyio(fresh_client):
 def tls_fake(tmp_path, monkeypatch):
     """The fake provider over HTTPS with a self-signed certificate for 127.0.0.1, which httpx trusts
     through SSL_CERT_FILE (as an operator would point it at a private CA)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("needs the openssl command to make a certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))

@@ -5,7 +5,6 @@ import http.client
 import os
 import pwd
 import re
-import shutil
 import socket
 import ssl
 import subprocess
@@ -22,7 +21,7 @@ from conversations.models import Message
 from .browser.live_server import free_port
 from .fake_provider import Stream, text_stream
 from .frames import plain, replay
-from .processes import Tab, redis_url, spawn_daphne
+from .processes import Tab, redis_url, self_signed_certificate, spawn_daphne
 
 NGINX = Path("/usr/sbin/nginx")
 SHIPPED = Path(settings.BASE_DIR) / "docs" / "nginx.conf"
@@ -77,18 +76,6 @@ class Nginx:
 
     def https(self) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection("127.0.0.1", self.https_port, context=self.tls, timeout=10)
-
-
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make the test's TLS certificate (apt-get install openssl)")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 @contextlib.contextmanager

@@ -242,6 +242,15 @@ def test_a_viewer_who_joins_late_ends_with_the_same_html():
     assert late.text_html(1) == early.text_html(1) == render_html(text)
 
 
+def shown_after(frames: list[str]) -> str:
+    """The reply's HTML on a page whose copy started empty, after `frames`."""
+    page = Page()
+    page.apply('<div id="msg-1-text"></div>')
+    for frame in frames:
+        page.apply(frame)
+    return page.text_html(1)
+
+
 def words(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text)
 
@@ -266,11 +275,7 @@ def test_only_changes_travel_inside_a_code_block():
         so_far += word
         frames += renderer.update(so_far)
     frames += renderer.update(code, final=True)
-    page = Page()
-    page.apply('<div id="msg-1-text"></div>')
-    for frame in frames:
-        page.apply(frame)
-    assert page.text_html(1) == render_html(code)
+    assert shown_after(frames) == render_html(code)
     # The block is about 13 kB: re-rendering it is not re-sending it.
     assert max(len(frame) for frame in frames) < 600
 
@@ -515,11 +520,7 @@ def test_streamed_bytes_stay_within_three_times_the_html_at_fifty_tokens_a_secon
                 sent += renderer.update(done)
                 renderer.sent_at = now
         sent += renderer.update(text, final=True)
-        page = Page()
-        page.apply('<div id="msg-1-text"></div>')
-        for frame in sent:
-            page.apply(frame)
-        assert page.text_html(1) == render_html(text)
+        assert shown_after(sent) == render_html(text)
         assert sum(len(frame) for frame in sent) <= 3 * len(render_html(text)), shape
         assert len(sent) >= len(parts) / 20, shape  # (at least 2.5 frames a second)
 

@@ -20,13 +20,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 from django.utils import timezone
 
 from chatsite.db import close_broken
+from chatsite.retrying import retrying
 from conversations import events, rendering
 from conversations.accounts.usage import arecord_reply
 from conversations.generation import pacer, titles
@@ -46,25 +47,6 @@ FINAL_SAVE_SECONDS = 180.0
 # The end is announced to the pages again, with growing pauses, this long while the channel layer
 # is down (a page that never hears it finds the end in the database: its watchdog looks).
 ANNOUNCE_SECONDS = 30.0
-
-
-async def retrying(what: str, attempt: Any, *, seconds: float, retry_on: tuple[type[BaseException], ...]) -> Any:
-    """Await `attempt()` until it works, pausing 0.25 s, 0.5 s, ... (at most 5 s) between tries, for `seconds`.
-
-    The last failure is raised when the time is up.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    pause = 0.25
-    while True:
-        try:
-            return await attempt()
-        except retry_on as exc:
-            if loop.time() + pause > deadline:
-                raise
-            log.warning("%s failed (%r); trying again in %.2f s", what, exc, pause)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 5.0)
 
 
 class Display(Protocol):
